@@ -1,0 +1,2 @@
+//! ragq-common: see module docs.
+pub mod text;
