@@ -1,1 +1,26 @@
-fn main(){}
+//! `ragq-api`: the HTTP ingress. Configuration: `ragq-api --help`.
+
+use clap::Parser;
+use ragq_api::{Api, ApiConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "ragq-api",
+    version,
+    about = "ragq ingress: RAGFlow- and OpenAI-compatible HTTP"
+)]
+struct Cli {
+    #[command(flatten)]
+    cfg: ApiConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ragq_common::telemetry::init();
+    let cli = Cli::parse();
+    let api = Api::build(cli.cfg).await?;
+    tracing::info!(addr = %api.local_addr()?, "ragq-api listening");
+    api.run(ragq_common::telemetry::wait_for_signal()).await?;
+    tracing::info!("ragq-api stopped");
+    Ok(())
+}

@@ -1,2 +1,27 @@
-//! ragq-common: see module docs.
+//! # ragq-common
+//!
+//! Everything the ingress (`ragq-api`) and the workers (`ragq-worker`) share. They never depend
+//! on each other; they agree through the types here.
+//!
+//! Layout:
+//! - [`job`]: the job published to the broker; [`event`]: the events streamed back.
+//! - [`broker`]: the job queue (traits + RabbitMQ); [`bus`]: the event stream (traits + Redis).
+//! - [`db`]: PostgreSQL pool and embedded migrations; [`auth`]: API key generation and hashing.
+//! - [`config`]: `RAGQ_*` settings shared by the binaries; [`telemetry`]: logging.
+//! - [`text`]: tokenizer and the local hashing embedder.
+
+pub mod auth;
+pub mod broker;
+pub mod bus;
+pub mod chat_defaults;
+pub mod config;
+pub mod db;
+pub mod event;
+pub mod job;
+pub mod telemetry;
 pub mod text;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -37,7 +37,11 @@ fn stem(word: &str) -> String {
         if let Some(stem) = word.strip_suffix(suffix)
             && stem.chars().count() >= 3
         {
-            return if suffix == "ies" { format!("{stem}y") } else { stem.to_string() };
+            return if suffix == "ies" {
+                format!("{stem}y")
+            } else {
+                stem.to_string()
+            };
         }
     }
     word.to_string()

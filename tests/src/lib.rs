@@ -1,1 +1,401 @@
+//! Test harness for ragq's end-to-end tests (zero-to-production style): each test gets its own
+//! PostgreSQL database, its own RabbitMQ queue names and Redis channel prefix, an in-process
+//! upstream simulator, the real ingress and real workers — all on 127.0.0.1.
+//!
+//! Needs PostgreSQL, RabbitMQ and Redis on their default local ports (`scripts/test.sh` starts
+//! them). Override with `RAGQ_TEST_PG` (admin URL, no database), `RAGQ_TEST_AMQP`,
+//! `RAGQ_TEST_REDIS`.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ragq_api::{Api, ApiConfig};
+use ragq_common::bus::redis::RedisSubscriber;
+use ragq_sim::{SimConfig, SimHandle};
+use ragq_worker::admin::{self, NewChat};
+use ragq_worker::providers::{ModelSpec, Providers, Timeouts};
+use ragq_worker::{Worker, WorkerConfig};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub fn pg_admin_url() -> String {
+    std::env::var("RAGQ_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+pub fn amqp_url() -> String {
+    std::env::var("RAGQ_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+pub fn redis_url() -> String {
+    std::env::var("RAGQ_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// The demo documents shipped with the repository.
+pub fn demo_docs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../demo/docs")
+}
+
+/// Logs go to stderr when `TEST_LOG=1`.
+pub fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,sqlx=warn")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+#[derive(Parser)]
+struct WorkerArgs {
+    #[command(flatten)]
+    cfg: WorkerConfig,
+}
+
+#[derive(Parser)]
+struct ApiArgs {
+    #[command(flatten)]
+    cfg: ApiConfig,
+}
+
+/// Knobs of a test environment.
+pub struct EnvOptions {
+    pub workers: usize,
+    pub sim: SimConfig,
+    pub first_token_timeout_ms: u64,
+    pub job_deadline_s: u64,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        EnvOptions {
+            workers: 1,
+            sim: SimConfig::fast(),
+            first_token_timeout_ms: 5_000,
+            job_deadline_s: 30,
+        }
+    }
+}
+
+/// A running ragq (api + workers + simulator) on a fresh database, with demo data loaded.
+pub struct TestEnv {
+    pub db: PgPool,
+    pub db_name: String,
+    pub url: String,
+    pub api_key: String,
+    pub tenant_id: String,
+    pub chat_id: String,
+    pub dataset_id: String,
+    pub sim: SimHandle,
+    pub subscriber: RedisSubscriber,
+    pub queue_prefix: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    db_url: String,
+    worker_tasks: Vec<tokio::task::JoinHandle<()>>,
+    opts_first_token_ms: u64,
+}
+
+impl TestEnv {
+    pub async fn start(opts: EnvOptions) -> TestEnv {
+        init_logs();
+        let id = Uuid::new_v4().simple().to_string();
+        let db_name = format!("ragq_test_{id}");
+        let admin = PgPool::connect(&format!("{}/postgres", pg_admin_url()))
+            .await
+            .expect("postgres reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&admin)
+            .await
+            .expect("create db");
+        admin.close().await;
+        let db_url = format!("{}/{db_name}", pg_admin_url());
+        let queue_prefix = format!("test.{id}");
+        let sim = ragq_sim::spawn(opts.sim).await.expect("simulator");
+        let shutdown = CancellationToken::new();
+
+        let api_args = ApiArgs::try_parse_from([
+            "api",
+            "--database-url",
+            &db_url,
+            "--db-max-connections",
+            "8",
+            "--amqp-url",
+            &amqp_url(),
+            "--queue-prefix",
+            &queue_prefix,
+            "--queue-expires-ms",
+            "600000",
+            "--redis-url",
+            &redis_url(),
+            "--channel-prefix",
+            &queue_prefix,
+            "--addr",
+            "127.0.0.1:0",
+            "--job-deadline-s",
+            &opts.job_deadline_s.to_string(),
+            "--instance",
+            &format!("ragq-test-{id}"),
+        ])
+        .expect("api args");
+        let api = Api::build(api_args.cfg).await.expect("api starts");
+        let url = format!("http://{}", api.local_addr().expect("addr"));
+        let subscriber = api.subscriber();
+        let db = ragq_common::db::connect(&ragq_common::config::DbConfig {
+            url: db_url.clone(),
+            max_connections: 8,
+        })
+        .await
+        .expect("db");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = api.run(async move { stop.cancelled().await }).await;
+        });
+
+        // Tenant, models, demo dataset and chat.
+        let tenant = admin::create_tenant(&db, "test").await.expect("tenant");
+        let sim_base = sim.api_base();
+        for (kind, name, provider, model) in [
+            ("chat", "sim", "openai", "sim"),
+            ("chat", "sim-error", "openai", "sim:error"),
+            ("chat", "sim-stall", "openai", "sim:stall"),
+            ("chat", "sim-slow", "openai", "sim:ttft=1500"),
+            ("embedding", "sim-embed", "openai", "sim-embed"),
+            ("embedding", "local", "local", "local"),
+            ("rerank", "sim-rerank", "jina", "sim-rerank"),
+        ] {
+            let spec = ModelSpec {
+                name: name.into(),
+                kind: kind.into(),
+                provider: provider.into(),
+                base_url: sim_base.clone(),
+                model: model.into(),
+                api_key: String::new(),
+                max_tokens: 8192,
+            };
+            admin::put_model(&db, &tenant.tenant_id, &spec)
+                .await
+                .expect("model");
+        }
+        let providers = Providers::new(Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(10),
+            idle: Duration::from_secs(10),
+            retries: 1,
+        })
+        .expect("providers");
+        let dataset_id = admin::create_dataset(&db, &tenant.tenant_id, "demo", "sim-embed")
+            .await
+            .expect("dataset");
+        admin::load_folder(
+            &db,
+            &providers,
+            &tenant.tenant_id,
+            &dataset_id,
+            &demo_docs(),
+        )
+        .await
+        .expect("load demo docs");
+        let chat_id = admin::create_chat(
+            &db,
+            &tenant.tenant_id,
+            &NewChat {
+                name: "demo",
+                llm_model: "sim",
+                dataset_ids: std::slice::from_ref(&dataset_id),
+                rerank_model: "sim-rerank",
+                top_n: 6,
+                similarity_threshold: 0.2,
+                vector_similarity_weight: 0.3,
+            },
+        )
+        .await
+        .expect("chat");
+
+        let mut env = TestEnv {
+            db,
+            db_name,
+            url,
+            api_key: tenant.api_key,
+            tenant_id: tenant.tenant_id,
+            chat_id,
+            dataset_id,
+            sim,
+            subscriber,
+            queue_prefix,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(usize::MAX)
+                .build()
+                .expect("http client"),
+            shutdown,
+            db_url,
+            worker_tasks: Vec::new(),
+            opts_first_token_ms: opts.first_token_timeout_ms,
+        };
+        for i in 0..opts.workers {
+            env.add_worker(&format!("w{}", i + 1)).await;
+        }
+        env
+    }
+
+    /// Arguments of a worker of this environment.
+    pub fn worker_config(&self, worker_id: &str) -> WorkerConfig {
+        WorkerArgs::try_parse_from([
+            "worker",
+            "--database-url",
+            &self.db_url,
+            "--db-max-connections",
+            "8",
+            "--amqp-url",
+            &amqp_url(),
+            "--queue-prefix",
+            &self.queue_prefix,
+            "--queue-expires-ms",
+            "600000",
+            "--redis-url",
+            &redis_url(),
+            "--channel-prefix",
+            &self.queue_prefix,
+            "--worker-id",
+            worker_id,
+            "--first-token-timeout-ms",
+            &self.opts_first_token_ms.to_string(),
+            "--drain-timeout-s",
+            "20",
+        ])
+        .expect("worker args")
+        .cfg
+    }
+
+    /// Starts one more worker, stopped with the environment.
+    pub async fn add_worker(&mut self, worker_id: &str) {
+        let worker = Worker::start(self.worker_config(worker_id))
+            .await
+            .expect("worker starts");
+        let stop = self.shutdown.clone();
+        self.worker_tasks.push(tokio::spawn(async move {
+            let _ = worker.run(stop).await;
+        }));
+    }
+
+    /// Adds a chat on the demo dataset that uses the chat model `llm`.
+    pub async fn chat_with_model(&self, name: &str, llm: &str) -> String {
+        admin::create_chat(
+            &self.db,
+            &self.tenant_id,
+            &NewChat {
+                name,
+                llm_model: llm,
+                dataset_ids: std::slice::from_ref(&self.dataset_id),
+                rerank_model: "",
+                top_n: 6,
+                similarity_threshold: 0.2,
+                vector_similarity_weight: 0.3,
+            },
+        )
+        .await
+        .expect("chat")
+    }
+
+    pub fn auth(&self) -> String {
+        format!("Bearer {}", self.api_key)
+    }
+
+    /// POST JSON with this environment's key; returns (status, body text).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, String) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("Authorization", self.auth())
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("body"))
+    }
+
+    pub async fn create_session(&self, chat_id: &str) -> String {
+        let (_, body) = self
+            .post(
+                &format!("/api/v1/chats/{chat_id}/sessions"),
+                json!({"name": "t"}),
+            )
+            .await;
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["code"], 0, "{body}");
+        v["data"]["id"].as_str().expect("session id").to_string()
+    }
+
+    /// Asks with `stream: true`; returns the parsed `data:` events in order.
+    pub async fn ask_stream(&self, chat_id: &str, session_id: &str, question: &str) -> Vec<Value> {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/chats/{chat_id}/completions"),
+                json!({"question": question, "stream": true, "session_id": session_id}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        parse_sse(&body)
+    }
+
+    /// Asks with `stream: false`; returns the JSON body.
+    pub async fn ask(&self, chat_id: &str, session_id: &str, question: &str) -> Value {
+        let (_, body) = self
+            .post(
+                &format!("/api/v1/chats/{chat_id}/completions"),
+                json!({"question": question, "stream": false, "session_id": session_id}),
+            )
+            .await;
+        serde_json::from_str(&body).expect("json body")
+    }
+
+    /// Redis `CLIENT LIST` lines whose name starts with `prefix`.
+    pub async fn redis_clients_named(&self, prefix: &str) -> Vec<String> {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .expect("client list");
+        list.lines()
+            .filter(|l| {
+                l.split_whitespace().any(|f| {
+                    f.strip_prefix("name=")
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Stops api and workers (waits for workers to drain) and drops the database.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.worker_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        self.db.close().await;
+        if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_admin_url())).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            )))
+            .execute(&admin)
+            .await;
+        }
+    }
+}
+
+/// Parses an SSE body into its `data:` JSON payloads (comments and blank lines skipped).
+pub fn parse_sse(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap_or_else(|e| panic!("bad event {d}: {e}")))
+        .collect()
+}

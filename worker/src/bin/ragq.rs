@@ -1,1 +1,166 @@
-fn main(){}
+//! `ragq`: the operator's command-line tool. Creates tenants and API keys, model settings,
+//! datasets loaded from a folder, and chats. Output is `NAME=value` lines, so scripts can `eval`
+//! or `grep` them.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ragq_common::config::DbConfig;
+use ragq_worker::admin::{self, NewChat};
+use ragq_worker::providers::{ModelSpec, Providers, Timeouts};
+
+#[derive(Parser)]
+#[command(name = "ragq", version, about = "ragq operator tool")]
+struct Cli {
+    #[command(flatten)]
+    db: DbConfig,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create a tenant and its first API key (printed once).
+    CreateTenant {
+        #[arg(long)]
+        name: String,
+    },
+    /// Add or replace a model setting of a tenant.
+    AddModel {
+        #[arg(long)]
+        tenant: String,
+        /// chat, embedding or rerank
+        #[arg(long)]
+        kind: String,
+        /// Name chats and datasets use to refer to it.
+        #[arg(long)]
+        name: String,
+        /// Provider: openai (any OpenAI-compatible server), local (built-in embedder), jina.
+        #[arg(long)]
+        provider: String,
+        /// Base URL including the version prefix, e.g. http://127.0.0.1:9390/v1
+        #[arg(long, default_value = "")]
+        base_url: String,
+        /// Model name sent upstream (defaults to --name).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, env = "RAGQ_MODEL_API_KEY", default_value = "")]
+        api_key: String,
+        /// Context budget in tokens.
+        #[arg(long, default_value_t = 8192)]
+        max_tokens: i32,
+    },
+    /// Create a dataset and load every .txt/.md/.html file of a folder into it.
+    LoadDataset {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        embedding_model: String,
+        folder: PathBuf,
+    },
+    /// Create a chat assistant.
+    CreateChat {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        llm: String,
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        #[arg(long, default_value = "")]
+        rerank: String,
+        #[arg(long, default_value_t = 6)]
+        top_n: i32,
+        #[arg(long, default_value_t = 0.2)]
+        similarity_threshold: f32,
+        #[arg(long, default_value_t = 0.3)]
+        vector_similarity_weight: f32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ragq_common::telemetry::init();
+    let cli = Cli::parse();
+    let db = ragq_common::db::connect_and_migrate(&cli.db)
+        .await
+        .context("database")?;
+    match cli.cmd {
+        Cmd::Migrate => println!("MIGRATED=1"),
+        Cmd::CreateTenant { name } => {
+            let t = admin::create_tenant(&db, &name).await?;
+            println!("RAGQ_TENANT_ID={}\nRAGQ_API_KEY={}", t.tenant_id, t.api_key);
+        }
+        Cmd::AddModel {
+            tenant,
+            kind,
+            name,
+            provider,
+            base_url,
+            model,
+            api_key,
+            max_tokens,
+        } => {
+            let spec = ModelSpec {
+                model: model.unwrap_or_else(|| name.clone()),
+                name,
+                kind,
+                provider,
+                base_url,
+                api_key,
+                max_tokens,
+            };
+            admin::put_model(&db, &tenant, &spec).await?;
+            println!("MODEL={}", spec.name);
+        }
+        Cmd::LoadDataset {
+            tenant,
+            name,
+            embedding_model,
+            folder,
+        } => {
+            let providers = Providers::new(Timeouts {
+                connect: std::time::Duration::from_secs(2),
+                request: std::time::Duration::from_secs(60),
+                idle: std::time::Duration::from_secs(60),
+                retries: 3,
+            })?;
+            let id = admin::create_dataset(&db, &tenant, &name, &embedding_model).await?;
+            let chunks = admin::load_folder(&db, &providers, &tenant, &id, &folder).await?;
+            println!("RAGQ_DATASET_ID={id}\nCHUNKS={chunks}");
+        }
+        Cmd::CreateChat {
+            tenant,
+            name,
+            llm,
+            datasets,
+            rerank,
+            top_n,
+            similarity_threshold,
+            vector_similarity_weight,
+        } => {
+            let id = admin::create_chat(
+                &db,
+                &tenant,
+                &NewChat {
+                    name: &name,
+                    llm_model: &llm,
+                    dataset_ids: &datasets,
+                    rerank_model: &rerank,
+                    top_n,
+                    similarity_threshold,
+                    vector_similarity_weight,
+                },
+            )
+            .await?;
+            println!("RAGQ_CHAT_ID={id}");
+        }
+    }
+    Ok(())
+}

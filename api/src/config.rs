@@ -1,0 +1,39 @@
+//! Ingress settings (`RAGQ_*` environment variables or flags), validated at start.
+
+use clap::Args;
+use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+
+#[derive(Clone, Debug, Args)]
+pub struct ApiConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+    #[command(flatten)]
+    pub broker: BrokerConfig,
+    #[command(flatten)]
+    pub bus: BusConfig,
+    /// Address to listen on.
+    #[arg(long, env = "RAGQ_API_ADDR", default_value = "127.0.0.1:9380")]
+    pub addr: std::net::SocketAddr,
+    /// How long a client waits for an answer before the job is abandoned, in seconds.
+    #[arg(long, env = "RAGQ_JOB_DEADLINE_S", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub job_deadline_s: u64,
+    /// Events buffered per open stream; a client that falls further behind is cut off.
+    #[arg(long, env = "RAGQ_STREAM_BUFFER", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub stream_buffer: u32,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "RAGQ_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Name of this ingress instance (Redis connection name, logs).
+    #[arg(long, env = "RAGQ_INSTANCE")]
+    pub instance: Option<String>,
+}
+
+impl ApiConfig {
+    pub fn instance(&self) -> String {
+        self.instance
+            .clone()
+            .unwrap_or_else(|| format!("ragq-api-{}", std::process::id()))
+    }
+}

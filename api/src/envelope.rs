@@ -1,0 +1,187 @@
+//! RAGFlow's response envelope and JSON style.
+//!
+//! RAGFlow answers HTTP 200 with `{"code": N, "message": …, "data": …}`; errors are told by
+//! `code`, not by the HTTP status. Its JSON is Python's `json.dumps` output: `", "` and `": "`
+//! separators, non-ASCII kept as is. [`to_py_json`] writes the same bytes, so clients that
+//! compare raw payloads see what RAGFlow would send.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+/// RAGFlow's return codes (`common/constants.py` RetCode).
+pub mod code {
+    pub const SUCCESS: i32 = 0;
+    pub const EXCEPTION: i32 = 100;
+    pub const ARGUMENT: i32 = 101;
+    pub const DATA: i32 = 102;
+    pub const AUTHENTICATION: i32 = 109;
+    pub const SERVER: i32 = 500;
+}
+
+/// serde_json formatter with Python's default separators.
+struct PyFormatter;
+
+impl serde_json::ser::Formatter for PyFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+/// Serialises like Python's `json.dumps(value, ensure_ascii=False)`.
+pub fn to_py_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFormatter);
+    // Serialising plain data into a Vec cannot fail.
+    let _ = value.serialize(&mut ser);
+    out
+}
+
+/// Appends the JSON-escaped form of `s` (without quotes) to `out`. Escaping is per character,
+/// so escaping a text piece by piece gives the escape of the whole text.
+pub fn push_escaped(out: &mut String, s: &str) {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    out.push_str(&quoted[1..quoted.len() - 1]);
+}
+
+/// A JSON response (HTTP 200 unless told otherwise) in RAGFlow's JSON style.
+pub struct PyJson(pub StatusCode, pub Value);
+
+impl IntoResponse for PyJson {
+    fn into_response(self) -> Response {
+        let mut resp = (self.0, to_py_json(&self.1)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+/// Success: `{"code": 0, "data": …}` (`data` omitted when null, as RAGFlow's `get_result`).
+pub fn ok(data: Value) -> Response {
+    let body = if data.is_null() {
+        serde_json::json!({"code": code::SUCCESS})
+    } else {
+        serde_json::json!({"code": code::SUCCESS, "data": data})
+    };
+    PyJson(StatusCode::OK, body).into_response()
+}
+
+/// An API error in RAGFlow's envelope.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: i32,
+    pub message: String,
+    /// `data` value, when RAGFlow includes one (auth errors carry `false`).
+    pub data: Option<Value>,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::OK,
+            code,
+            message: message.into(),
+            data: None,
+            retry_after: None,
+        }
+    }
+    /// RAGFlow's most common error: code 102 (DATA_ERROR).
+    pub fn data(message: impl Into<String>) -> Self {
+        Self::new(code::DATA, message)
+    }
+    pub fn argument(message: impl Into<String>) -> Self {
+        Self::new(code::ARGUMENT, message).with_data(Value::Null)
+    }
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+    /// Overload or an unavailable dependency: HTTP 503 with `Retry-After`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: code::SERVER,
+            message: message.into(),
+            data: None,
+            retry_after: Some(1),
+        }
+    }
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(code::EXCEPTION, "Internal server error")
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if matches!(
+            e,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+        ) {
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError::unavailable("Database unavailable, retry later.");
+        }
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(data) = self.data {
+            body["data"] = data;
+        }
+        let mut resp = PyJson(self.status, body).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_separators_and_unicode() {
+        let v = serde_json::json!({"code": 0, "data": {"answer": "héllo \"x\"", "list": [1, 2]}});
+        assert_eq!(
+            String::from_utf8(to_py_json(&v)).unwrap(),
+            r#"{"code": 0, "data": {"answer": "héllo \"x\"", "list": [1, 2]}}"#
+        );
+    }
+
+    #[test]
+    fn piecewise_escaping_matches_whole() {
+        let mut s = String::new();
+        push_escaped(&mut s, "a\"b\n");
+        push_escaped(&mut s, "ü\\");
+        assert_eq!(
+            format!("\"{s}\""),
+            serde_json::to_string("a\"b\nü\\").unwrap()
+        );
+    }
+}

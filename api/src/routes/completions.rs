@@ -1,0 +1,217 @@
+//! `POST /api/v1/chats/{chat_id}/completions` — RAGFlow's native completion.
+//!
+//! Order of operations (what keeps a job from being lost or a first event from being missed):
+//! authenticate → check chat and session ownership → **subscribe** to the job's event channel →
+//! **publish** the job and wait for the broker's confirm → relay events until the terminal one.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use ragq_common::bus::EventSubscriber;
+use ragq_common::job::{JOB_VERSION, Job, JobKind, JobOptions, Lane};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{json_object, sessions};
+use crate::auth::Tenant;
+use crate::envelope::{ApiError, ApiResult, PyJson, code, ok};
+use crate::relay::{Item, JobStream};
+use crate::state::AppState;
+use crate::wire::{self, ragflow};
+
+/// How often an idle stream sends a keep-alive comment.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Request keys with a meaning of their own; every other string key fills a prompt variable.
+const RESERVED: &[&str] = &[
+    "question",
+    "stream",
+    "session_id",
+    "user_id",
+    "quote",
+    "doc_ids",
+];
+
+/// A parsed completion request.
+struct Request {
+    question: Option<String>,
+    stream: bool,
+    session_id: Option<String>,
+    user_id: String,
+    quote: Option<bool>,
+    variables: Map<String, Value>,
+}
+
+fn parse(body: &[u8]) -> Result<Request, ApiError> {
+    let mut req = json_object(body)?;
+    let question = match req.remove("question") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(ApiError::argument("`question` must be a string.")),
+    };
+    let stream = match req.remove("stream") {
+        None | Some(Value::Null) => true, // RAGFlow's default
+        Some(Value::Bool(b)) => b,
+        Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
+        Some(_) => return Err(ApiError::argument("`stream` must be a boolean.")),
+    };
+    let session_id = match req.remove("session_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(ApiError::argument("`session_id` must be a string.")),
+    };
+    let user_id = req
+        .remove("user_id")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let quote = req.remove("quote").and_then(|v| v.as_bool());
+    let variables = req
+        .into_iter()
+        .filter(|(k, v)| !RESERVED.contains(&k.as_str()) && v.is_string())
+        .collect();
+    Ok(Request {
+        question,
+        stream,
+        session_id,
+        user_id,
+        quote,
+        variables,
+    })
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(chat_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req = parse(&body)?;
+
+    // Chat ownership and (when given) session ownership in one round trip.
+    let row: Option<(String, Option<bool>)> = sqlx::query_as(
+        "SELECT COALESCE(c.prompt_config->>'prologue', ''),
+                (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id)
+         FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
+    )
+    .bind(&chat_id)
+    .bind(&tenant)
+    .bind(req.session_id.as_deref().unwrap_or(""))
+    .fetch_optional(&state.db)
+    .await?;
+    let Some((prologue, session_ok)) = row else {
+        return Err(ApiError::data(format!("You don't own the chat {chat_id}")));
+    };
+
+    let Some(session_id) = req.session_id else {
+        // RAGFlow: no session → open one and answer with its prologue.
+        let session = sessions::insert(
+            &state.db,
+            &tenant,
+            &chat_id,
+            "New session",
+            &req.user_id,
+            &prologue,
+        )
+        .await?;
+        if req.stream {
+            return Ok(wire::sse_response(Body::from(ragflow::new_session_events(
+                &prologue,
+                &session.id,
+            ))));
+        }
+        return Ok(ok(json!({
+            "answer": prologue, "reference": {}, "audio_binary": null, "id": null, "session_id": session.id,
+        })));
+    };
+    if session_ok != Some(true) {
+        return Err(ApiError::data(format!(
+            "You don't own the session {session_id}"
+        )));
+    }
+    let question = req
+        .question
+        .ok_or_else(|| ApiError::argument("required argument are missing: question; "))?;
+
+    let deadline_s = state.cfg.job_deadline_s;
+    let job = Job {
+        v: JOB_VERSION,
+        id: Uuid::now_v7(),
+        kind: JobKind::Chat,
+        tenant_id: tenant,
+        chat_id,
+        session_id: Some(session_id.clone()),
+        message_id: Uuid::new_v4().to_string(),
+        question,
+        messages: Vec::new(),
+        options: JobOptions {
+            quote: req.quote,
+            variables: req.variables,
+        },
+        deadline_ms: ragq_common::now_ms() + (deadline_s * 1000) as i64,
+        trace: None,
+    };
+    // Subscribe first: no event can be published before we listen.
+    let sub = state.events.subscribe(job.id).await.map_err(|e| {
+        tracing::warn!(error = %e, "subscribe failed");
+        ApiError::unavailable("The event bus is unavailable, retry later.")
+    })?;
+    state
+        .jobs
+        .publish(Lane::Interactive, &job)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "publish failed");
+            ApiError::unavailable("The job queue is unavailable, retry later.")
+        })?;
+    // A little longer than the job's own deadline, so the worker's timeout error arrives first.
+    let stream = JobStream::new(
+        sub,
+        Instant::now() + Duration::from_secs(deadline_s) + Duration::from_secs(2),
+    );
+
+    if req.stream {
+        Ok(stream_answer(stream, &job.message_id, &session_id))
+    } else {
+        Ok(collect_answer(stream, &job.message_id, &session_id).await)
+    }
+}
+
+fn stream_answer(stream: JobStream, message_id: &str, session_id: &str) -> Response {
+    let format = ragflow::RagflowSse::new(message_id, session_id);
+    let body = futures::stream::unfold((stream, format), |(mut stream, mut format)| async move {
+        loop {
+            let item = stream.next(KEEP_ALIVE).await?;
+            if let Some(bytes) = format.event(item) {
+                return Some((Ok::<_, std::convert::Infallible>(bytes), (stream, format)));
+            }
+        }
+    });
+    wire::sse_response(Body::from_stream(body))
+}
+
+async fn collect_answer(mut stream: JobStream, message_id: &str, session_id: &str) -> Response {
+    let mut reference = None;
+    while let Some(item) = stream.next(KEEP_ALIVE).await {
+        match item {
+            Item::Reference(r) => reference = Some(r),
+            Item::Reset => reference = None,
+            Item::Done(done) => {
+                return PyJson(
+                    axum::http::StatusCode::OK,
+                    ragflow::final_json(&done, reference.as_ref(), message_id, session_id),
+                )
+                .into_response();
+            }
+            Item::Failed { message, .. } => {
+                return ApiError::new(code::EXCEPTION, format!("**ERROR**: {message}"))
+                    .into_response();
+            }
+            Item::Delta(_) | Item::Idle => {}
+        }
+    }
+    ApiError::new(code::EXCEPTION, "**ERROR**: the answer stream ended early").into_response()
+}

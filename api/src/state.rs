@@ -1,0 +1,20 @@
+//! State shared by every request handler.
+
+use std::sync::Arc;
+
+use ragq_common::broker::JobPublisher;
+use ragq_common::bus::redis::RedisSubscriber;
+use sqlx::PgPool;
+
+use crate::config::ApiConfig;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub jobs: Arc<dyn JobPublisher>,
+    /// The process's one Redis subscriber connection.
+    pub events: RedisSubscriber,
+    pub cfg: Arc<ApiConfig>,
+    /// Tells readiness whether the broker connection is up.
+    pub broker_connected: Arc<dyn Fn() -> bool + Send + Sync>,
+}

@@ -1,0 +1,346 @@
+//! RabbitMQ implementation of the broker traits (lapin).
+//!
+//! Topology, declared idempotently by every process at start:
+//! - `{prefix}.jobs.interactive` and `{prefix}.jobs.batch`: durable **quorum** queues with a
+//!   delivery limit (`x-delivery-limit`) and a dead-letter exchange, so a job that keeps killing
+//!   workers ends in the dead-letter queue instead of looping forever;
+//! - `{prefix}.dlx` (direct exchange) → `{prefix}.jobs.dead` (quorum queue) for operators to inspect
+//!   and replay.
+//!
+//! Publishing uses publisher confirms with a timeout: `publish` returns `Ok` only after RabbitMQ
+//! has stored the job. The connection uses lapin's auto-recovery.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+
+use super::{BrokerError, Delivery, JobConsumer, JobPublisher, Settle};
+use crate::job::{Job, Lane};
+
+/// Names and limits of the queue topology.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// Prefix of every queue and exchange name (`ragq` in production, unique per test).
+    pub prefix: String,
+    /// Deliveries after which a job is dead-lettered.
+    pub delivery_limit: u32,
+    /// Delete idle queues after this many ms (tests only; `None` in production).
+    pub expires_ms: Option<u32>,
+}
+
+impl Topology {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Topology {
+            prefix: prefix.into(),
+            delivery_limit: 5,
+            expires_ms: None,
+        }
+    }
+    pub fn queue(&self, lane: Lane) -> String {
+        format!("{}.jobs.{}", self.prefix, lane.as_str())
+    }
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.jobs.dead", self.prefix)
+    }
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+}
+
+fn proto(e: lapin::Error) -> BrokerError {
+    BrokerError::Protocol(e.to_string())
+}
+
+/// A connection to RabbitMQ with the topology declared.
+#[derive(Clone)]
+pub struct RabbitMq {
+    conn: std::sync::Arc<Connection>,
+    topology: Topology,
+    publish_channel: Channel,
+    confirm_timeout: Duration,
+}
+
+impl RabbitMq {
+    /// Connects (with auto-recovery), declares the topology and opens a confirmed channel for
+    /// publishing. `name` shows in the RabbitMQ management UI.
+    pub async fn connect(
+        url: &str,
+        topology: Topology,
+        name: &str,
+        confirm_timeout: Duration,
+    ) -> Result<RabbitMq, BrokerError> {
+        let props = ConnectionProperties::default()
+            .enable_auto_recover()
+            .with_connection_name(LongString::from(name.to_string()));
+        let conn = Connection::connect(url, props)
+            .await
+            .map_err(|e| BrokerError::Connection(e.to_string()))?;
+        let channel = conn.create_channel().await.map_err(proto)?;
+        declare(&channel, &topology).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(proto)?;
+        Ok(RabbitMq {
+            conn: std::sync::Arc::new(conn),
+            topology,
+            publish_channel: channel,
+            confirm_timeout,
+        })
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// True while the connection is usable.
+    pub fn is_connected(&self) -> bool {
+        self.conn.status().connected()
+    }
+
+    /// Starts consuming `lane` with at most `prefetch` unacknowledged jobs in flight.
+    pub async fn consume(
+        &self,
+        lane: Lane,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<RabbitConsumer, BrokerError> {
+        let channel = self.conn.create_channel().await.map_err(proto)?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(proto)?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(self.topology.queue(lane)),
+                ShortString::from(tag.to_string()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(proto)?;
+        Ok(RabbitConsumer { channel, consumer })
+    }
+
+    /// Closes the connection (graceful shutdown).
+    pub async fn close(&self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+async fn declare(channel: &Channel, t: &Topology) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            ShortString::from(t.dead_letter_exchange()),
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(proto)?;
+    let mut dead_args = FieldTable::default();
+    dead_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    if let Some(ms) = t.expires_ms {
+        dead_args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+    }
+    channel
+        .queue_declare(
+            ShortString::from(t.dead_letter_queue()),
+            QueueDeclareOptions::durable(),
+            dead_args,
+        )
+        .await
+        .map_err(proto)?;
+    channel
+        .queue_bind(
+            ShortString::from(t.dead_letter_queue()),
+            ShortString::from(t.dead_letter_exchange()),
+            ShortString::from(t.dead_letter_queue()),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(proto)?;
+    for lane in Lane::ALL {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongUInt(t.delivery_limit),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(t.dead_letter_exchange().into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(t.dead_letter_queue().into()),
+        );
+        if let Some(ms) = t.expires_ms {
+            args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+        }
+        channel
+            .queue_declare(
+                ShortString::from(t.queue(lane)),
+                QueueDeclareOptions::durable(),
+                args,
+            )
+            .await
+            .map_err(proto)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl JobPublisher for RabbitMq {
+    async fn publish(&self, lane: Lane, job: &Job) -> Result<(), BrokerError> {
+        let payload = job.encode();
+        let ttl = job.remaining_ms().max(1);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2) // persistent
+            .with_content_type("application/json".into())
+            .with_message_id(ShortString::from(job.id.to_string()))
+            .with_expiration(ShortString::from(ttl.to_string()));
+        let queue = self.topology.queue(lane);
+        let attempt = async {
+            let confirm = self
+                .publish_channel
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(queue),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &payload,
+                    props,
+                )
+                .await
+                .map_err(proto)?;
+            let confirmation = confirm.await.map_err(proto)?;
+            if confirmation.is_nack() || confirmation.take_message().is_some() {
+                return Err(BrokerError::Nacked);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.confirm_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(BrokerError::ConfirmTimeout(
+                self.confirm_timeout.as_millis() as u64,
+            )),
+        }
+    }
+
+    async fn depth(&self, lane: Lane) -> Result<u32, BrokerError> {
+        let queue = self
+            .publish_channel
+            .queue_declare(
+                ShortString::from(self.topology.queue(lane)),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(proto)?;
+        Ok(queue.message_count())
+    }
+}
+
+/// Consumes one lane.
+pub struct RabbitConsumer {
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+struct RabbitSettle {
+    acker: lapin::Acker,
+}
+
+#[async_trait]
+impl Settle for RabbitSettle {
+    async fn ack(&self) -> Result<(), BrokerError> {
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(proto)
+    }
+    async fn requeue(&self) -> Result<(), BrokerError> {
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await
+            .map(|_| ())
+            .map_err(proto)
+    }
+    async fn dead_letter(&self) -> Result<(), BrokerError> {
+        self.acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .map(|_| ())
+            .map_err(proto)
+    }
+}
+
+fn delivery_count(props: &BasicProperties) -> u32 {
+    props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongUInt(n) => Some(n),
+            AMQPValue::ShortInt(n) => u32::try_from(n).ok(),
+            AMQPValue::ShortUInt(n) => Some(u32::from(n)),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl JobConsumer for RabbitConsumer {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        loop {
+            match self.consumer.next().await? {
+                Ok(d) => {
+                    return Some(Ok(Delivery {
+                        delivery_count: delivery_count(&d.properties),
+                        redelivered: d.redelivered,
+                        payload: d.data,
+                        settle: Box::new(RabbitSettle { acker: d.acker }),
+                    }));
+                }
+                Err(err) => {
+                    // With auto-recovery the channel comes back; wait for it and go on.
+                    if let Err(e) = self.channel.wait_for_recovery(err).await {
+                        return Some(Err(proto(e)));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! PostgreSQL connection pool and migrations.
+//!
+//! Migrations are embedded in the binaries and applied at start. sqlx takes an advisory lock while
+//! migrating, so several processes can start at once.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::DbConfig;
+
+/// Embedded migrations (`migrations/` at the workspace root).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("bad database URL: {0}")]
+    Url(sqlx::Error),
+    #[error("database unreachable: {0}")]
+    Connect(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Opens a pool. Connections are never held across HTTP calls (see the worker), so a small pool
+/// serves many concurrent jobs.
+pub async fn connect(cfg: &DbConfig) -> Result<PgPool, DbError> {
+    let opts: PgConnectOptions = cfg.url.parse().map_err(DbError::Url)?;
+    let opts =
+        opts.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(opts)
+        .await
+        .map_err(DbError::Connect)
+}
+
+/// Connects and applies pending migrations.
+pub async fn connect_and_migrate(cfg: &DbConfig) -> Result<PgPool, DbError> {
+    let pool = connect(cfg).await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// A new RAGFlow-style id: 32 lowercase hex characters.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

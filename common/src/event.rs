@@ -1,0 +1,160 @@
+//! Stream events: what a worker publishes on `ragq:stream:{job_id}` while it answers a job.
+//!
+//! Every event carries `seq` (1, 2, 3 … per job, no gaps) so that a reader can detect a lost
+//! event. Exactly one terminal event ([`EventBody::Done`] or [`EventBody::Error`]) ends a job's
+//! stream. Text travels as *deltas*; the ingress turns them into RAGFlow's cumulative answers or
+//! OpenAI's delta chunks.
+
+use serde::{Deserialize, Serialize};
+
+/// One event of a job's stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// More answer text.
+    Delta { text: String },
+    /// The retrieved chunks and per-document aggregates for this answer.
+    Reference { reference: Reference },
+    /// Discard everything sent so far: the job is being regenerated (after a worker crash).
+    Reset,
+    /// Terminal: the job failed.
+    Error { code: ErrorCode, message: String },
+    /// Terminal: the answer is complete.
+    Done(Box<Done>),
+}
+
+impl EventBody {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, EventBody::Done(_) | EventBody::Error { .. })
+    }
+}
+
+/// Machine-readable failure classes carried by [`EventBody::Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The chat, session or a model setting is missing or invalid.
+    BadRequest,
+    /// An upstream model service failed or timed out.
+    Upstream,
+    /// The job's deadline passed.
+    Timeout,
+    /// The job was cancelled (client left or called stop).
+    Cancelled,
+    /// Anything else inside ragq.
+    Internal,
+}
+
+/// The final event's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub message_id: String,
+    /// The final answer, with citations normalised/inserted. It can differ from the concatenated
+    /// deltas (RAGFlow's "decorated" answer).
+    pub answer: String,
+    /// System prompt and timings, as RAGFlow's `prompt` field.
+    pub prompt: String,
+    /// Epoch seconds (float) when the answer was completed.
+    pub created_at: f64,
+    pub usage: Usage,
+    /// True when the answer was cut short by a stop/cancel.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// Retrieved knowledge for an answer, in RAGFlow's shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    pub total: u64,
+    pub chunks: Vec<RefChunk>,
+    pub doc_aggs: Vec<DocAgg>,
+}
+
+/// A retrieved chunk (RAGFlow `chunks_format`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefChunk {
+    pub id: String,
+    pub content: String,
+    pub document_id: String,
+    pub document_name: String,
+    pub dataset_id: String,
+    pub image_id: String,
+    pub positions: Vec<serde_json::Value>,
+    pub url: Option<String>,
+    pub similarity: f32,
+    pub vector_similarity: f32,
+    pub term_similarity: f32,
+    pub doc_type: String,
+}
+
+/// How many retrieved chunks came from one document.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocAgg {
+    pub doc_name: String,
+    pub doc_id: String,
+    pub count: u64,
+}
+
+impl StreamEvent {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<StreamEvent, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_wire_shape() {
+        let e = StreamEvent {
+            seq: 3,
+            body: EventBody::Delta { text: "hi".into() },
+        };
+        assert_eq!(
+            String::from_utf8(e.encode()).unwrap(),
+            r#"{"seq":3,"type":"delta","text":"hi"}"#
+        );
+        assert_eq!(StreamEvent::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn terminal_events() {
+        let err = EventBody::Error {
+            code: ErrorCode::Upstream,
+            message: "x".into(),
+        };
+        assert!(err.is_terminal());
+        assert!(!EventBody::Reset.is_terminal());
+        let done = StreamEvent {
+            seq: 9,
+            body: EventBody::Done(Box::new(Done {
+                message_id: "m".into(),
+                answer: "a".into(),
+                prompt: String::new(),
+                created_at: 1.5,
+                usage: Usage::default(),
+                stopped: false,
+            })),
+        };
+        assert!(done.body.is_terminal());
+        assert_eq!(StreamEvent::decode(&done.encode()).unwrap(), done);
+    }
+}

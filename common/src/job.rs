@@ -1,0 +1,172 @@
+//! The job: what the ingress publishes to the broker and a worker consumes.
+//!
+//! A job is JSON, versioned by `v`. A worker that receives a job whose version it does not know
+//! (or that does not decode at all) dead-letters it at once instead of requeueing it forever.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The job format version this build writes and understands.
+pub const JOB_VERSION: u32 = 1;
+
+/// What kind of work a job asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// RAGFlow native completion in a session (`/api/v1/chats/{id}/completions`).
+    Chat,
+    /// OpenAI-compatible completion: the conversation comes in the job, nothing is saved.
+    OpenaiChat,
+}
+
+/// Which queue a job travels on. Interactive and batch work never share a queue, so batch work
+/// cannot delay a chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Interactive,
+    Batch,
+}
+
+impl Lane {
+    /// All lanes, in the order workers consume them.
+    pub const ALL: [Lane; 2] = [Lane::Interactive, Lane::Batch];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Interactive => "interactive",
+            Lane::Batch => "batch",
+        }
+    }
+}
+
+/// One message of a conversation carried inside a job (OpenAI-style roles).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+/// Per-request options that change how the answer is produced.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// Insert/keep citations and return references (RAGFlow `quote`). `None` = the chat's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<bool>,
+    /// Extra prompt variables (`{name}` placeholders in the chat's system prompt).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A unit of work. See the module docs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Format version ([`JOB_VERSION`]).
+    pub v: u32,
+    /// Job id (UUID v7: time-ordered). Also the key of the event channel and of idempotent saves.
+    pub id: Uuid,
+    pub kind: JobKind,
+    pub tenant_id: String,
+    pub chat_id: String,
+    /// The RAGFlow session; `None` for OpenAI jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Id of the answer message (RAGFlow: a uuid4 shared by the question and the answer).
+    pub message_id: String,
+    /// The question to answer (the last user message).
+    pub question: String,
+    /// Earlier conversation carried in the job (OpenAI jobs). Session jobs load history from the
+    /// database instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub options: JobOptions,
+    /// Epoch milliseconds after which the job is worthless (the client has given up).
+    pub deadline_ms: i64,
+    /// Request id of the HTTP request that created the job, for log correlation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+/// Why a job payload could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum JobDecodeError {
+    #[error("job is not valid JSON for this version: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported job version {0} (this build understands {JOB_VERSION})")]
+    Version(u32),
+}
+
+impl Job {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising a struct of strings and numbers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Job, JobDecodeError> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes)?;
+        if version.v != JOB_VERSION {
+            return Err(JobDecodeError::Version(version.v));
+        }
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// Milliseconds left before the deadline (negative when past).
+    pub fn remaining_ms(&self) -> i64 {
+        self.deadline_ms - crate::now_ms()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            v: JOB_VERSION,
+            id: Uuid::now_v7(),
+            kind: JobKind::Chat,
+            tenant_id: "t".into(),
+            chat_id: "c".into(),
+            session_id: Some("s".into()),
+            message_id: "m".into(),
+            question: "q?".into(),
+            messages: vec![],
+            options: JobOptions::default(),
+            deadline_ms: 1,
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let j = job();
+        assert_eq!(Job::decode(&j.encode()).unwrap(), j);
+    }
+
+    #[test]
+    fn rejects_other_versions_and_garbage() {
+        let mut j = job();
+        j.v = 99;
+        assert!(matches!(
+            Job::decode(&j.encode()),
+            Err(JobDecodeError::Version(99))
+        ));
+        assert!(matches!(
+            Job::decode(b"not json"),
+            Err(JobDecodeError::Json(_))
+        ));
+    }
+}

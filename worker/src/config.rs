@@ -1,0 +1,63 @@
+//! Worker settings (`RAGQ_*` environment variables or flags), validated at start.
+
+use std::time::Duration;
+
+use clap::Args;
+use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+
+use crate::providers::Timeouts;
+
+#[derive(Clone, Debug, Args)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+    #[command(flatten)]
+    pub broker: BrokerConfig,
+    #[command(flatten)]
+    pub bus: BusConfig,
+    /// Jobs in flight per lane (RabbitMQ prefetch): bounds this worker's concurrency.
+    #[arg(long, env = "RAGQ_PREFETCH", default_value_t = 512,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// This worker's id (logs, saved turns); defaults to `worker-<pid>`.
+    #[arg(long, env = "RAGQ_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Longest wait for the model's first token, in ms.
+    #[arg(long, env = "RAGQ_LLM_FIRST_TOKEN_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub first_token_timeout_ms: u64,
+    /// Longest silence between two pieces of a model stream, in ms.
+    #[arg(long, env = "RAGQ_LLM_IDLE_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// Bound for embedding and rerank calls, in ms.
+    #[arg(long, env = "RAGQ_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub upstream_timeout_ms: u64,
+    /// TCP connect timeout for upstream calls, in ms.
+    #[arg(long, env = "RAGQ_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_ms: u64,
+    /// Retries of a transient upstream failure (never after the first token).
+    #[arg(long, env = "RAGQ_UPSTREAM_RETRIES", default_value_t = 2)]
+    pub retries: usize,
+    /// On SIGTERM, how long in-flight jobs may take to finish, in seconds.
+    #[arg(long, env = "RAGQ_DRAIN_TIMEOUT_S", default_value_t = 60)]
+    pub drain_timeout_s: u64,
+}
+
+impl WorkerConfig {
+    pub fn worker_id(&self) -> String {
+        self.worker_id
+            .clone()
+            .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+    }
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(self.connect_timeout_ms),
+            request: Duration::from_millis(self.upstream_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
+            retries: self.retries,
+        }
+    }
+}

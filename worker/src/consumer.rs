@@ -1,0 +1,68 @@
+//! The consume loop: one task per lane reads deliveries (prefetch bounds how many are in flight)
+//! and runs each job as its own task. A job is acked only after its terminal event was published
+//! and its turn saved (the pipeline does both before returning).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ragq_common::broker::{Delivery, JobConsumer};
+use ragq_common::job::Job;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::pipeline::{Outcome, Pipeline};
+
+/// Reads deliveries until `stop` fires or the consumer ends; spawns each job on `tracker`.
+pub async fn consume(
+    mut consumer: impl JobConsumer,
+    pipeline: Arc<Pipeline>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            d = consumer.next() => d,
+            _ = stop.cancelled() => break,
+        };
+        match next {
+            None => break,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "consumer failed");
+                break;
+            }
+            Some(Ok(delivery)) => {
+                let pipeline = pipeline.clone();
+                tracker.spawn(handle(delivery, pipeline));
+            }
+        }
+    }
+}
+
+async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>) {
+    let job = match Job::decode(&delivery.payload) {
+        Ok(job) => job,
+        Err(e) => {
+            // Retrying cannot fix a payload: dead-letter it at once.
+            tracing::error!(error = %e, "undecodable job dead-lettered");
+            if let Err(e) = delivery.settle.dead_letter().await {
+                tracing::warn!(error = %e, "dead-letter failed");
+            }
+            return;
+        }
+    };
+    let redelivered = delivery.redelivered || delivery.delivery_count > 0;
+    let outcome = pipeline
+        .run(&job, redelivered, CancellationToken::new())
+        .await;
+    let settled = match outcome {
+        Outcome::Finished => delivery.settle.ack().await,
+        Outcome::Requeue => {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            delivery.settle.requeue().await
+        }
+    };
+    if let Err(e) = settled {
+        // The broker will redeliver it; the saved turn makes the retry a replay.
+        tracing::warn!(job = %job.id, error = %e, "settling the delivery failed");
+    }
+}

@@ -1,0 +1,108 @@
+//! # ragq-worker
+//!
+//! Consumes jobs from the broker and answers them:
+//! [`consumer`] (deliveries → tasks) → [`pipeline`] (context → retrieve → rerank → prompt →
+//! generate → citations → persist), with model clients in [`providers`]. [`ingest`] chunks and
+//! embeds documents; [`admin`] backs the `ragq` command-line tool.
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod ingest;
+pub mod pipeline;
+pub mod providers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ragq_common::broker::BrokerError;
+use ragq_common::broker::rabbitmq::RabbitMq;
+use ragq_common::bus::BusError;
+use ragq_common::bus::redis::RedisPublisher;
+use ragq_common::db::DbError;
+use ragq_common::job::Lane;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::WorkerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Provider(#[from] providers::ProviderError),
+}
+
+/// A connected worker, ready to consume.
+pub struct Worker {
+    cfg: WorkerConfig,
+    broker: RabbitMq,
+    pipeline: Arc<pipeline::Pipeline>,
+}
+
+impl Worker {
+    /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis.
+    pub async fn start(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
+        let db = ragq_common::db::connect_and_migrate(&cfg.db).await?;
+        let worker_id = cfg.worker_id();
+        let broker = RabbitMq::connect(
+            &cfg.broker.url,
+            cfg.broker.topology(),
+            &format!("ragq-worker {worker_id}"),
+            cfg.broker.publish_timeout(),
+        )
+        .await?;
+        let bus = Arc::new(RedisPublisher::connect(&cfg.bus.url, &cfg.bus.prefix).await?);
+        let pipeline = Arc::new(pipeline::Pipeline {
+            db,
+            providers: providers::Providers::new(cfg.timeouts())?,
+            bus,
+            limits: pipeline::generate::Limits {
+                first_token: Duration::from_millis(cfg.first_token_timeout_ms),
+                idle: Duration::from_millis(cfg.idle_timeout_ms),
+            },
+            worker_id,
+        });
+        Ok(Worker {
+            cfg,
+            broker,
+            pipeline,
+        })
+    }
+
+    /// Consumes until `shutdown` fires, then stops taking jobs and waits (bounded by the drain
+    /// timeout) for the jobs in flight to finish and be acked.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let tracker = TaskTracker::new();
+        let mut lanes = Vec::new();
+        for lane in Lane::ALL {
+            let tag = format!("{}-{}", self.pipeline.worker_id, lane.as_str());
+            let consumer = self.broker.consume(lane, self.cfg.prefetch, &tag).await?;
+            lanes.push(tokio::spawn(consumer::consume(
+                consumer,
+                self.pipeline.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(worker = %self.pipeline.worker_id, prefetch = self.cfg.prefetch, "worker consuming");
+        for lane in lanes {
+            let _ = lane.await;
+        }
+        tracker.close();
+        let drain = Duration::from_secs(self.cfg.drain_timeout_s);
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                left = tracker.len(),
+                "drain timeout: jobs left unacked will be redelivered"
+            );
+        }
+        self.broker.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! Step 1: load what a job needs from PostgreSQL — the chat's settings, its models and the
+//! session's history — in concurrent queries. No connection is kept after this step.
+
+use ragq_common::job::Job;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::error::StepError;
+use crate::providers::ModelSpec;
+
+/// A chat assistant's settings (the `chats` row).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ChatSettings {
+    pub id: String,
+    pub llm_model: String,
+    pub llm_setting: Value,
+    pub prompt_config: Value,
+    pub similarity_threshold: f32,
+    pub vector_similarity_weight: f32,
+    pub top_n: i32,
+    pub top_k: i32,
+    pub rerank_model: String,
+    pub dataset_ids: Vec<String>,
+}
+
+impl ChatSettings {
+    fn prompt_str(&self, key: &str) -> Option<&str> {
+        self.prompt_config.get(key).and_then(Value::as_str)
+    }
+    /// The system prompt template (with `{knowledge}`).
+    pub fn system(&self) -> &str {
+        self.prompt_str("system").unwrap_or("")
+    }
+    /// Answer given when retrieval finds nothing; `None` (or empty) = ask the model anyway.
+    pub fn empty_response(&self) -> Option<&str> {
+        self.prompt_str("empty_response").filter(|s| !s.is_empty())
+    }
+    /// Cite sources (`quote`, default true).
+    pub fn quote(&self) -> bool {
+        self.prompt_config
+            .get("quote")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+    /// Declared prompt variables: (name, optional).
+    pub fn parameters(&self) -> Vec<(String, bool)> {
+        self.prompt_config
+            .get("parameters")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| {
+                        let key = p.get("key")?.as_str()?.to_string();
+                        let optional = p.get("optional").and_then(Value::as_bool).unwrap_or(false);
+                        Some((key, optional))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// One earlier question and its answer.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Turn {
+    pub question: String,
+    pub answer: String,
+}
+
+/// Everything loaded for a job.
+pub struct JobContext {
+    pub chat: ChatSettings,
+    pub llm: ModelSpec,
+    pub rerank: Option<ModelSpec>,
+    pub embedding: Option<ModelSpec>,
+    pub history: Vec<Turn>,
+}
+
+/// How many earlier turns are loaded (the prompt builder then fits them to the model's budget).
+const HISTORY_TURNS: i64 = 50;
+
+pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
+    let chat_q = sqlx::query_as::<_, ChatSettings>(
+        "SELECT id, llm_model, llm_setting, prompt_config, similarity_threshold,
+                vector_similarity_weight, top_n, top_k, rerank_model, dataset_ids
+         FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'",
+    )
+    .bind(&job.chat_id)
+    .bind(&job.tenant_id)
+    .fetch_optional(db);
+    let history_q = async {
+        match &job.session_id {
+            Some(sid) => {
+                let mut turns = sqlx::query_as::<_, Turn>(
+                    "SELECT question, answer FROM turns
+                     WHERE session_id = $1 AND status IN ('done', 'stopped') AND job_id <> $2
+                     ORDER BY seq DESC LIMIT $3",
+                )
+                .bind(sid)
+                .bind(job.id)
+                .bind(HISTORY_TURNS)
+                .fetch_all(db)
+                .await?;
+                turns.reverse();
+                Ok::<_, sqlx::Error>(turns)
+            }
+            None => Ok(Vec::new()),
+        }
+    };
+    let (chat, history) = tokio::try_join!(chat_q, history_q)?;
+    let chat = chat
+        .ok_or_else(|| StepError::BadRequest(format!("You don't own the chat {}", job.chat_id)))?;
+
+    let models = sqlx::query_as::<_, ModelSpec>(
+        "SELECT name, kind, provider, base_url, model, api_key, max_tokens FROM models
+         WHERE tenant_id = $1 AND (
+              (kind = 'chat' AND name = $2)
+           OR (kind = 'rerank' AND name = $3)
+           OR (kind = 'embedding' AND name IN
+                 (SELECT embedding_model FROM datasets WHERE id = ANY($4) AND tenant_id = $1)))",
+    )
+    .bind(&job.tenant_id)
+    .bind(&chat.llm_model)
+    .bind(&chat.rerank_model)
+    .bind(&chat.dataset_ids)
+    .fetch_all(db)
+    .await?;
+
+    let mut llm = None;
+    let mut rerank = None;
+    let mut embeddings = Vec::new();
+    for m in models {
+        match m.kind.as_str() {
+            "chat" => llm = Some(m),
+            "rerank" => rerank = Some(m),
+            _ => embeddings.push(m),
+        }
+    }
+    let llm = llm.ok_or_else(|| {
+        StepError::BadRequest(format!("`llm.model_name` {} doesn't exist", chat.llm_model))
+    })?;
+    if !chat.rerank_model.is_empty() && rerank.is_none() {
+        return Err(StepError::BadRequest(format!(
+            "`rerank_model` {} doesn't exist",
+            chat.rerank_model
+        )));
+    }
+    if embeddings.len() > 1 {
+        return Err(StepError::BadRequest(
+            "Datasets use different embedding models.".into(),
+        ));
+    }
+    let embedding = embeddings.pop();
+    if !chat.dataset_ids.is_empty() && embedding.is_none() {
+        return Err(StepError::BadRequest(
+            "The chat's datasets have no usable embedding model.".into(),
+        ));
+    }
+    Ok(JobContext {
+        chat,
+        llm,
+        rerank,
+        embedding,
+        history,
+    })
+}

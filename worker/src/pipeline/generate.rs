@@ -1,0 +1,81 @@
+//! Step 4: stream the model's answer, publishing each piece as a `delta` event.
+//!
+//! Bounded in time: the first token must arrive within `first_token`, and no gap between reads
+//! may exceed `idle`. A cancelled job drops the upstream stream at once — closing the HTTP
+//! connection is what makes the model stop generating — and keeps the partial answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ragq_common::event::EventBody;
+use tokio_util::sync::CancellationToken;
+
+use super::error::StepError;
+use super::events::JobEvents;
+use crate::providers::{ChatModel, GenConf, Message, ProviderError};
+
+pub struct Generated {
+    pub answer: String,
+    pub pieces: u64,
+    /// True when the job was cancelled mid-answer.
+    pub stopped: bool,
+}
+
+pub struct Limits {
+    pub first_token: Duration,
+    pub idle: Duration,
+}
+
+pub async fn generate(
+    model: Arc<dyn ChatModel>,
+    messages: &[Message],
+    conf: &GenConf,
+    events: &mut JobEvents,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> Result<Generated, StepError> {
+    let first_deadline = tokio::time::Instant::now() + limits.first_token;
+    let mut stream = tokio::select! {
+        r = tokio::time::timeout_at(first_deadline, model.stream(messages, conf)) => match r {
+            Ok(s) => s?,
+            Err(_) => return Err(ProviderError::Timeout("no first token").into()),
+        },
+        _ = cancel.cancelled() => return Ok(Generated { answer: String::new(), pieces: 0, stopped: true }),
+    };
+    let mut answer = String::new();
+    let mut pieces = 0u64;
+    loop {
+        let deadline = if pieces == 0 {
+            first_deadline
+        } else {
+            tokio::time::Instant::now() + limits.idle
+        };
+        let next = tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.next()) => r,
+            _ = cancel.cancelled() => return Ok(Generated { answer, pieces, stopped: true }),
+        };
+        match next {
+            Err(_) if pieces == 0 => return Err(ProviderError::Timeout("no first token").into()),
+            Err(_) => return Err(ProviderError::Timeout("stream idle").into()),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(Some(Ok(text))) => {
+                if text.is_empty() {
+                    continue;
+                }
+                answer.push_str(&text);
+                pieces += 1;
+                events.send(EventBody::Delta { text }).await?;
+            }
+        }
+    }
+    if pieces == 0 {
+        return Err(ProviderError::Decode("the model returned an empty answer".into()).into());
+    }
+    Ok(Generated {
+        answer,
+        pieces,
+        stopped: false,
+    })
+}

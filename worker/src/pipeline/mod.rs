@@ -1,0 +1,275 @@
+//! The answering pipeline, one module per step:
+//!
+//! ```text
+//! context (PostgreSQL) → retrieve (PostgreSQL + embeddings) → rerank (inside retrieve)
+//!   → prompt → generate (LLM stream → delta events) → citations → persist → done event
+//! ```
+//!
+//! Every failure ends the job's stream with one `error` event; only a failure of the event bus
+//! itself (nobody could be told) makes the job go back to the queue.
+
+pub mod citations;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod generate;
+pub mod persist;
+pub mod prompt;
+pub mod retrieve;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ragq_common::bus::EventPublisher;
+use ragq_common::event::{Done, EventBody, Reference, Usage};
+use ragq_common::job::Job;
+use ragq_common::text::approx_tokens;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::providers::{GenConf, Providers};
+use error::StepError;
+use events::JobEvents;
+
+/// What the consumer should do with the delivery once the pipeline returns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client got a terminal event: ack.
+    Finished,
+    /// The event bus failed: requeue so another attempt can tell the client.
+    Requeue,
+}
+
+/// Everything a job needs, shared by all of a worker's jobs.
+pub struct Pipeline {
+    pub db: PgPool,
+    pub providers: Providers,
+    pub bus: Arc<dyn EventPublisher>,
+    pub limits: generate::Limits,
+    pub worker_id: String,
+}
+
+impl Pipeline {
+    /// Runs a job to its terminal event.
+    pub async fn run(&self, job: &Job, redelivered: bool, cancel: CancellationToken) -> Outcome {
+        let mut events = JobEvents::new(self.bus.clone(), job.id);
+        let remaining = job.remaining_ms();
+        let result = if remaining <= 0 {
+            Err(StepError::Deadline)
+        } else {
+            let work = self.answer(job, redelivered, &mut events, &cancel);
+            match tokio::time::timeout(Duration::from_millis(remaining as u64), work).await {
+                Ok(r) => r,
+                Err(_) => Err(StepError::Deadline),
+            }
+        };
+        match result {
+            Ok(()) => Outcome::Finished,
+            Err(StepError::Bus(e)) => {
+                tracing::warn!(job = %job.id, error = %e, "event bus failed; requeueing");
+                Outcome::Requeue
+            }
+            Err(e) => {
+                tracing::info!(job = %job.id, error = %e, "job failed");
+                let body = EventBody::Error {
+                    code: e.code(),
+                    message: e.to_string(),
+                };
+                match events.send(body).await {
+                    Ok(()) => Outcome::Finished,
+                    Err(_) => Outcome::Requeue,
+                }
+            }
+        }
+    }
+
+    async fn answer(
+        &self,
+        job: &Job,
+        redelivered: bool,
+        events: &mut JobEvents,
+        cancel: &CancellationToken,
+    ) -> Result<(), StepError> {
+        let started = Instant::now();
+        if redelivered {
+            // A turn saved by the earlier attempt is replayed, never regenerated or saved again.
+            if let Some(saved) = persist::find(&self.db, job).await? {
+                return replay(events, saved).await;
+            }
+            events.send(EventBody::Reset).await?;
+        }
+        let ctx = context::load(&self.db, job).await?;
+        let loaded = started.elapsed();
+
+        let quote = job.options.quote.unwrap_or_else(|| ctx.chat.quote());
+        let reference = match &ctx.embedding {
+            Some(spec) if !ctx.chat.dataset_ids.is_empty() => {
+                let embedder = self.providers.embedder(spec)?;
+                let reranker = match &ctx.rerank {
+                    Some(r) => Some(self.providers.reranker(r)?),
+                    None => None,
+                };
+                let params = retrieve::Params {
+                    dataset_ids: ctx.chat.dataset_ids.clone(),
+                    top_n: ctx.chat.top_n.max(0) as usize,
+                    top_k: i64::from(ctx.chat.top_k),
+                    similarity_threshold: ctx.chat.similarity_threshold,
+                    vector_similarity_weight: ctx.chat.vector_similarity_weight,
+                };
+                retrieve::retrieve(&self.db, embedder, reranker, &params, &job.question).await?
+            }
+            _ => Reference::default(),
+        };
+        let retrieved = started.elapsed();
+
+        // Nothing found and the chat has a canned answer for that: answer without the model.
+        if reference.chunks.is_empty()
+            && !ctx.chat.dataset_ids.is_empty()
+            && let Some(empty) = ctx.chat.empty_response()
+        {
+            let empty = empty.to_string();
+            events
+                .send(EventBody::Delta {
+                    text: empty.clone(),
+                })
+                .await?;
+            return self
+                .finish(job, events, &empty, &empty, None, String::new(), 0, false)
+                .await;
+        }
+
+        if quote && !reference.chunks.is_empty() {
+            events
+                .send(EventBody::Reference {
+                    reference: reference.clone(),
+                })
+                .await?;
+        }
+        let max_tokens = ctx.llm.max_tokens.max(256) as usize;
+        let knowledge = prompt::knowledge(&reference.chunks, max_tokens * 97 / 100);
+        let parameters = ctx.chat.parameters();
+        let (messages, system) = prompt::build(&prompt::PromptInput {
+            system_template: ctx.chat.system(),
+            knowledge: &knowledge,
+            variables: &job.options.variables,
+            parameters: &parameters,
+            quote,
+            history: &ctx.history,
+            question: &job.question,
+            max_tokens,
+        });
+        let conf = gen_conf(&ctx.chat.llm_setting, max_tokens);
+        let model = self.providers.chat(&ctx.llm)?;
+        let generated =
+            generate::generate(model, &messages, &conf, events, &self.limits, cancel).await?;
+        let total = started.elapsed();
+
+        let (answer, cited) = if quote && !generated.stopped {
+            citations::decorate(&generated.answer, &reference.chunks)
+        } else {
+            (generated.answer.clone(), Vec::new())
+        };
+        let reference = (quote && !reference.chunks.is_empty()).then(|| Reference {
+            doc_aggs: citations::cited_doc_aggs(&reference.doc_aggs, &reference.chunks, &cited),
+            ..reference
+        });
+        let prompt_tokens: usize = messages.iter().map(|m| approx_tokens(&m.content)).sum();
+        let prompt_text = format!(
+            "{system}\n\n### Query:\n{}\n\n - Total: {:.1}ms\n  - Check LLM: {:.1}ms\n  - Retrieval: {:.1}ms\n  - Generate answer: {:.1}ms",
+            job.question,
+            total.as_secs_f64() * 1e3,
+            loaded.as_secs_f64() * 1e3,
+            (retrieved - loaded).as_secs_f64() * 1e3,
+            (total - retrieved).as_secs_f64() * 1e3,
+        );
+        self.finish(
+            job,
+            events,
+            &generated.answer,
+            &answer,
+            reference.as_ref(),
+            prompt_text,
+            prompt_tokens as u64,
+            generated.stopped,
+        )
+        .await
+    }
+
+    /// Saves the turn, then publishes `done`: a client that sees `done` and asks again finds the
+    /// turn in the history.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        job: &Job,
+        events: &mut JobEvents,
+        raw_answer: &str,
+        answer: &str,
+        reference: Option<&Reference>,
+        prompt: String,
+        prompt_tokens: u64,
+        stopped: bool,
+    ) -> Result<(), StepError> {
+        let status = if stopped {
+            persist::Status::Stopped
+        } else {
+            persist::Status::Done
+        };
+        persist::save(&self.db, job, answer, reference, status, &self.worker_id).await?;
+        let done = Done {
+            message_id: job.message_id.clone(),
+            answer: answer.to_string(),
+            prompt,
+            created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+            usage: Usage {
+                prompt_tokens,
+                completion_tokens: approx_tokens(raw_answer) as u64,
+            },
+            stopped,
+        };
+        events.send(EventBody::Done(Box::new(done))).await?;
+        Ok(())
+    }
+}
+
+/// Re-sends a turn saved by an earlier attempt of the same job.
+async fn replay(events: &mut JobEvents, saved: persist::SavedTurn) -> Result<(), StepError> {
+    events.send(EventBody::Reset).await?;
+    events
+        .send(EventBody::Delta {
+            text: saved.answer.clone(),
+        })
+        .await?;
+    if let Ok(reference) = serde_json::from_value::<Reference>(saved.reference.0.clone())
+        && !reference.chunks.is_empty()
+    {
+        events.send(EventBody::Reference { reference }).await?;
+    }
+    let done = Done {
+        message_id: saved.message_id,
+        answer: saved.answer.clone(),
+        prompt: String::new(),
+        created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+        usage: Usage {
+            prompt_tokens: 0,
+            completion_tokens: approx_tokens(&saved.answer) as u64,
+        },
+        stopped: saved.status == "stopped",
+    };
+    events.send(EventBody::Done(Box::new(done))).await?;
+    Ok(())
+}
+
+/// Generation settings from the chat's `llm_setting`, `max_tokens` clipped to the model budget.
+fn gen_conf(setting: &serde_json::Value, budget: usize) -> GenConf {
+    let f = |k: &str| setting.get(k).and_then(serde_json::Value::as_f64);
+    GenConf {
+        temperature: f("temperature"),
+        top_p: f("top_p"),
+        presence_penalty: f("presence_penalty"),
+        frequency_penalty: f("frequency_penalty"),
+        max_tokens: setting
+            .get("max_tokens")
+            .and_then(serde_json::Value::as_u64)
+            .map(|m| m.min(budget as u64) as u32),
+    }
+}

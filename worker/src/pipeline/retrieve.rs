@@ -1,0 +1,221 @@
+//! Step 2: hybrid retrieval over the chat's datasets.
+//!
+//! 1. In parallel: embed the question, and fetch full-text candidates from PostgreSQL (the
+//!    question's lexemes OR-ed together, ranked by `ts_rank_cd`, GIN index). When keywords find
+//!    fewer than `top_n` chunks, up to `top_k` more chunks are scanned by vector similarity alone.
+//! 2. Score every candidate as RAGFlow does: `sim = (1 − w)·term + w·vector`, where `term` is the
+//!    fraction of query terms the chunk contains, `vector` the cosine of the embeddings, and `w`
+//!    the chat's `vector_similarity_weight`. With a rerank model, the reranker's score replaces
+//!    the cosine.
+//! 3. Drop chunks below `similarity_threshold`, keep the best `top_n`, aggregate per document.
+
+use std::sync::Arc;
+
+use ragq_common::event::{DocAgg, RefChunk, Reference};
+use ragq_common::text;
+use sqlx::PgPool;
+
+use super::error::StepError;
+use crate::providers::{Embedder, Reranker};
+
+/// Full-text candidates fetched per query (RAGFlow's RERANK_LIMIT).
+pub const CANDIDATES: i64 = 64;
+
+/// Retrieval settings of a chat.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub dataset_ids: Vec<String>,
+    pub top_n: usize,
+    pub top_k: i64,
+    pub similarity_threshold: f32,
+    pub vector_similarity_weight: f32,
+}
+
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    id: String,
+    document_id: String,
+    document_name: String,
+    dataset_id: String,
+    content: String,
+    embedding: Vec<u8>,
+}
+
+/// A scored chunk.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub chunk: RefChunk,
+}
+
+fn decode_embedding(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Encodes a vector as little-endian f32 bytes (the `chunks.embedding` column).
+pub fn encode_embedding(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+const SELECT: &str =
+    "SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
+     FROM chunks c JOIN documents d ON d.id = c.document_id";
+
+async fn keyword_candidates(
+    db: &PgPool,
+    p: &Params,
+    question: &str,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(format!(
+        "{SELECT},
+              to_tsquery('english', replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')) q
+         WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ q
+         ORDER BY ts_rank_cd(c.tsv, q) DESC LIMIT $3"
+    )))
+    .bind(&p.dataset_ids)
+    .bind(question)
+    .bind(CANDIDATES)
+    .fetch_all(db)
+    .await
+}
+
+async fn vector_candidates(
+    db: &PgPool,
+    p: &Params,
+    exclude: &[String],
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE c.dataset_id = ANY($1) AND c.available AND NOT (c.id = ANY($2))
+         ORDER BY c.created_at DESC LIMIT $3"
+    )))
+    .bind(&p.dataset_ids)
+    .bind(exclude)
+    .bind(p.top_k.max(1))
+    .fetch_all(db)
+    .await
+}
+
+/// Runs retrieval (see the module docs).
+pub async fn retrieve(
+    db: &PgPool,
+    embedder: Arc<dyn Embedder>,
+    reranker: Option<Arc<dyn Reranker>>,
+    p: &Params,
+    question: &str,
+) -> Result<Reference, StepError> {
+    if p.dataset_ids.is_empty() || p.top_n == 0 {
+        return Ok(Reference::default());
+    }
+    let q = [question.to_string()];
+    let (qvec, mut candidates) = tokio::try_join!(
+        async { embedder.embed(&q).await.map_err(StepError::from) },
+        async {
+            keyword_candidates(db, p, question)
+                .await
+                .map_err(StepError::from)
+        },
+    )?;
+    let qvec = qvec.into_iter().next().unwrap_or_default();
+    if candidates.len() < p.top_n {
+        let seen: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+        candidates.extend(vector_candidates(db, p, &seen).await?);
+    }
+    if candidates.is_empty() {
+        return Ok(Reference::default());
+    }
+
+    let query_terms = text::terms(question);
+    let w = p.vector_similarity_weight.clamp(0.0, 1.0);
+    let mut scored: Vec<(f32, f32, f32, Candidate)> = candidates
+        .into_iter()
+        .map(|c| {
+            let term = text::term_overlap(&query_terms, &text::terms(&c.content));
+            let vector = text::dot(&qvec, &decode_embedding(&c.embedding)).max(0.0);
+            (0.0, term, vector, c)
+        })
+        .collect();
+    let rerank_scores = match reranker {
+        Some(r) => {
+            let docs: Vec<String> = scored.iter().map(|s| s.3.content.clone()).collect();
+            Some(r.rerank(question, &docs).await?)
+        }
+        None => None,
+    };
+    for (i, s) in scored.iter_mut().enumerate() {
+        let semantic = rerank_scores
+            .as_ref()
+            .and_then(|r| r.get(i).copied())
+            .unwrap_or(s.2);
+        s.0 = (1.0 - w) * s.1 + w * semantic;
+    }
+    scored.retain(|s| s.0 >= p.similarity_threshold);
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.truncate(p.top_n);
+
+    let chunks: Vec<RefChunk> = scored
+        .into_iter()
+        .map(|(sim, term, vector, c)| RefChunk {
+            id: c.id,
+            content: c.content,
+            document_id: c.document_id,
+            document_name: c.document_name,
+            dataset_id: c.dataset_id,
+            image_id: String::new(),
+            positions: Vec::new(),
+            url: None,
+            similarity: sim,
+            vector_similarity: vector,
+            term_similarity: term,
+            doc_type: String::new(),
+        })
+        .collect();
+    let doc_aggs = doc_aggs(&chunks);
+    Ok(Reference {
+        total: chunks.len() as u64,
+        chunks,
+        doc_aggs,
+    })
+}
+
+/// Chunks per document, most first (ties keep retrieval order).
+pub fn doc_aggs(chunks: &[RefChunk]) -> Vec<DocAgg> {
+    let mut aggs: Vec<DocAgg> = Vec::new();
+    for c in chunks {
+        match aggs.iter_mut().find(|a| a.doc_id == c.document_id) {
+            Some(a) => a.count += 1,
+            None => aggs.push(DocAgg {
+                doc_name: c.document_name.clone(),
+                doc_id: c.document_id.clone(),
+                count: 1,
+            }),
+        }
+    }
+    aggs.sort_by(|a, b| b.count.cmp(&a.count));
+    aggs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedding_bytes_round_trip() {
+        let v = vec![0.5, -1.25, 3.0];
+        assert_eq!(decode_embedding(&encode_embedding(&v)), v);
+    }
+
+    #[test]
+    fn doc_aggs_count_and_sort() {
+        let c = |d: &str| RefChunk {
+            document_id: d.into(),
+            document_name: format!("{d}.md"),
+            ..Default::default()
+        };
+        let aggs = doc_aggs(&[c("a"), c("b"), c("b")]);
+        assert_eq!(aggs[0].doc_id, "b");
+        assert_eq!(aggs[0].count, 2);
+        assert_eq!(aggs[1].count, 1);
+    }
+}

@@ -1,0 +1,76 @@
+//! Jina-style rerank (`POST {base}/rerank` with `{model, query, documents, top_n}` →
+//! `{results: [{index, relevance_score}]}`).
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{
+    ModelSpec, ProviderError, Reranker, Timeouts, endpoint, retry::with_retry, status_error,
+};
+
+pub struct JinaRerank {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: String,
+    timeouts: Timeouts,
+}
+
+impl JinaRerank {
+    pub fn new(http: reqwest::Client, spec: &ModelSpec, t: &Timeouts) -> Self {
+        JinaRerank {
+            http,
+            url: endpoint(&spec.base_url, "rerank"),
+            model: spec.model.clone(),
+            api_key: spec.api_key.clone(),
+            timeouts: t.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Response {
+    results: Vec<Item>,
+}
+#[derive(Deserialize)]
+struct Item {
+    index: usize,
+    relevance_score: f32,
+}
+
+#[async_trait]
+impl Reranker for JinaRerank {
+    async fn rerank(&self, query: &str, documents: &[String]) -> Result<Vec<f32>, ProviderError> {
+        if documents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = serde_json::json!({
+            "model": self.model, "query": query, "documents": documents, "top_n": documents.len(),
+        });
+        let resp: Response = with_retry(self.timeouts.retries, || async {
+            let mut req = self
+                .http
+                .post(&self.url)
+                .json(&body)
+                .timeout(self.timeouts.request);
+            if !self.api_key.is_empty() {
+                req = req.bearer_auth(&self.api_key);
+            }
+            let resp = req.send().await?;
+            if !resp.status().is_success() {
+                return Err(status_error(resp).await);
+            }
+            resp.json::<Response>()
+                .await
+                .map_err(|e| ProviderError::Decode(e.to_string()))
+        })
+        .await?;
+        let mut scores = vec![0f32; documents.len()];
+        for item in resp.results {
+            if let Some(s) = scores.get_mut(item.index) {
+                *s = item.relevance_score;
+            }
+        }
+        Ok(scores)
+    }
+}

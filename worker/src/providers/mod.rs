@@ -1,0 +1,225 @@
+//! Model providers reached over their public HTTP APIs.
+//!
+//! Three small traits: [`ChatModel`] (streaming chat completion), [`Embedder`] and [`Reranker`].
+//! A [`ModelSpec`] (a row of the `models` table) names a provider by its `provider` string;
+//! [`Providers`] turns a spec into a client. Adding a provider is one new file implementing one
+//! trait plus one line in the matching `match` below.
+//!
+//! Every call has timeouts; requests are retried with jittered exponential backoff on transient
+//! failures (connection errors, 408/429/5xx) — but a chat stream is never retried once its first
+//! token has been read.
+
+pub mod jina_rerank;
+pub mod local_embed;
+pub mod openai_chat;
+pub mod openai_embed;
+pub mod retry;
+pub mod sse;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+/// A provider call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("unknown {kind} provider `{provider}`")]
+    UnknownProvider {
+        kind: &'static str,
+        provider: String,
+    },
+    #[error("upstream request failed: {0}")]
+    Http(String),
+    #[error("upstream answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("upstream sent an unexpected response: {0}")]
+    Decode(String),
+    #[error("upstream timed out: {0}")]
+    Timeout(&'static str),
+}
+
+impl ProviderError {
+    /// Worth retrying: the same request may succeed a moment later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProviderError::Http(_) | ProviderError::Timeout(_) => true,
+            ProviderError::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+}
+
+impl From<reqwest::Error> for ProviderError {
+    fn from(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            ProviderError::Timeout("request")
+        } else {
+            ProviderError::Http(e.to_string())
+        }
+    }
+}
+
+/// One configured model (a row of `models`).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ModelSpec {
+    pub name: String,
+    pub kind: String,
+    pub provider: String,
+    pub base_url: String,
+    pub model: String,
+    pub api_key: String,
+    pub max_tokens: i32,
+}
+
+/// A chat message sent to a chat model.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Message {
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// Generation settings (RAGFlow `llm_setting`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GenConf {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+/// Text pieces as the model produces them.
+pub type TokenStream = Pin<Box<dyn Stream<Item = Result<String, ProviderError>> + Send>>;
+
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// Starts a streaming completion. Returns once the upstream accepted the request; the
+    /// stream yields text deltas. Dropping the stream closes the upstream connection, which makes
+    /// the model stop generating.
+    async fn stream(
+        &self,
+        messages: &[Message],
+        conf: &GenConf,
+    ) -> Result<TokenStream, ProviderError>;
+}
+
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    /// One unit-length vector per input text.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
+}
+
+#[async_trait]
+pub trait Reranker: Send + Sync {
+    /// One relevance score (0..=1) per document, in input order.
+    async fn rerank(&self, query: &str, documents: &[String]) -> Result<Vec<f32>, ProviderError>;
+}
+
+/// Timeouts for upstream calls.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Whole-request bound for embeddings and rerank.
+    pub request: Duration,
+    /// Longest silence between two reads of a chat stream.
+    pub idle: Duration,
+    /// Retries after the first attempt for transient failures.
+    pub retries: usize,
+}
+
+/// Builds provider clients sharing one HTTP connection pool.
+#[derive(Clone)]
+pub struct Providers {
+    http: reqwest::Client,
+    timeouts: Timeouts,
+}
+
+impl Providers {
+    pub fn new(timeouts: Timeouts) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.idle)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(usize::MAX)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ProviderError::Http(e.to_string()))?;
+        Ok(Providers { http, timeouts })
+    }
+
+    pub fn chat(&self, spec: &ModelSpec) -> Result<Arc<dyn ChatModel>, ProviderError> {
+        match spec.provider.as_str() {
+            "openai" | "vllm" | "ollama" | "localai" | "xinference" | "tgi"
+            | "openai-compatible" => Ok(Arc::new(openai_chat::OpenAiChat::new(
+                self.http.clone(),
+                spec,
+                &self.timeouts,
+            ))),
+            other => Err(ProviderError::UnknownProvider {
+                kind: "chat",
+                provider: other.into(),
+            }),
+        }
+    }
+
+    pub fn embedder(&self, spec: &ModelSpec) -> Result<Arc<dyn Embedder>, ProviderError> {
+        match spec.provider.as_str() {
+            "local" => Ok(Arc::new(local_embed::LocalEmbedder)),
+            "openai" | "vllm" | "ollama" | "localai" | "xinference" | "tgi"
+            | "openai-compatible" => Ok(Arc::new(openai_embed::OpenAiEmbed::new(
+                self.http.clone(),
+                spec,
+                &self.timeouts,
+            ))),
+            other => Err(ProviderError::UnknownProvider {
+                kind: "embedding",
+                provider: other.into(),
+            }),
+        }
+    }
+
+    pub fn reranker(&self, spec: &ModelSpec) -> Result<Arc<dyn Reranker>, ProviderError> {
+        match spec.provider.as_str() {
+            "jina" => Ok(Arc::new(jina_rerank::JinaRerank::new(
+                self.http.clone(),
+                spec,
+                &self.timeouts,
+            ))),
+            other => Err(ProviderError::UnknownProvider {
+                kind: "rerank",
+                provider: other.into(),
+            }),
+        }
+    }
+}
+
+/// Joins a base URL and a path without doubling or dropping the slash.
+pub(crate) fn endpoint(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// Reads an error response into a [`ProviderError::Status`] (body cut to 300 bytes).
+pub(crate) async fn status_error(resp: reqwest::Response) -> ProviderError {
+    let status = resp.status().as_u16();
+    let mut body = resp.text().await.unwrap_or_default();
+    if body.len() > 300 {
+        let mut cut = 300;
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body.truncate(cut);
+    }
+    ProviderError::Status { status, body }
+}

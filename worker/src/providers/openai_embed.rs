@@ -1,0 +1,80 @@
+//! OpenAI-compatible embeddings (`POST {base}/embeddings`).
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{
+    Embedder, ModelSpec, ProviderError, Timeouts, endpoint, retry::with_retry, status_error,
+};
+
+pub struct OpenAiEmbed {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: String,
+    timeouts: Timeouts,
+}
+
+impl OpenAiEmbed {
+    pub fn new(http: reqwest::Client, spec: &ModelSpec, t: &Timeouts) -> Self {
+        OpenAiEmbed {
+            http,
+            url: endpoint(&spec.base_url, "embeddings"),
+            model: spec.model.clone(),
+            api_key: spec.api_key.clone(),
+            timeouts: t.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Response {
+    data: Vec<Item>,
+}
+#[derive(Deserialize)]
+struct Item {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+#[async_trait]
+impl Embedder for OpenAiEmbed {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = serde_json::json!({ "model": self.model, "input": texts });
+        let resp: Response = with_retry(self.timeouts.retries, || async {
+            let mut req = self
+                .http
+                .post(&self.url)
+                .json(&body)
+                .timeout(self.timeouts.request);
+            if !self.api_key.is_empty() {
+                req = req.bearer_auth(&self.api_key);
+            }
+            let resp = req.send().await?;
+            if !resp.status().is_success() {
+                return Err(status_error(resp).await);
+            }
+            resp.json::<Response>()
+                .await
+                .map_err(|e| ProviderError::Decode(e.to_string()))
+        })
+        .await?;
+        let mut out = vec![Vec::new(); texts.len()];
+        for mut item in resp.data {
+            let slot = out.get_mut(item.index).ok_or_else(|| {
+                ProviderError::Decode(format!("embedding index {} out of range", item.index))
+            })?;
+            ragq_common::text::normalize(&mut item.embedding);
+            *slot = item.embedding;
+        }
+        if out.iter().any(Vec::is_empty) {
+            return Err(ProviderError::Decode(
+                "missing embeddings in response".into(),
+            ));
+        }
+        Ok(out)
+    }
+}
