@@ -30,7 +30,7 @@ use crate::AppState;
 use crate::answer::{self, Answer, ChatMessage};
 use crate::error::{ApiError, default_model, parse_body};
 use crate::flags::{ChatTiming, ModelFlags};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, deadline};
 use crate::stats::{SimStats, StreamGuard, StreamOutcome};
 
 #[derive(Deserialize)]
@@ -107,7 +107,7 @@ async fn handle(
     let streaming = req.stream.unwrap_or(false);
     if flags.stall {
         if streaming {
-            let deadline = arrived + state.cfg.stall_max();
+            let deadline = deadline(arrived, state.cfg.stall_max());
             let guard = StreamGuard::new(state.stats.clone());
             return Ok(sse_response(stall_stream(
                 guard,
@@ -151,7 +151,7 @@ async fn handle(
 
     let last = answer.tokens.saturating_sub(1);
     state
-        .wait_until(arrived + timing.token_offset(last))
+        .wait_until(deadline(arrived, timing.token_offset(last)))
         .await?;
     let completion = answer.tokens;
     let body = json!({
@@ -286,7 +286,7 @@ impl TokenStream {
     /// Waits for the next deadline and renders what is due then. Sets the guard's outcome when
     /// the stream ends (completed or aborted).
     async fn next_event(&mut self) -> io::Result<Bytes> {
-        let due = self.arrived + self.timing.token_offset(self.sent);
+        let due = deadline(self.arrived, self.timing.token_offset(self.sent));
         if !self.shutdown.sleep_until(due).await {
             self.guard.outcome = StreamOutcome::Aborted;
             return Err(io::Error::other("simulator is shutting down"));

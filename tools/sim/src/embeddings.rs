@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::AppState;
 use crate::error::{ApiError, default_model, parse_body};
 use crate::flags::ModelFlags;
+use crate::shutdown::deadline;
 use crate::stats::SimStats;
 
 #[derive(Deserialize)]
@@ -125,7 +126,7 @@ async fn handle(
         })
         .collect();
     state
-        .wait_until(arrived + state.cfg.embed_latency())
+        .wait_until(deadline(arrived, state.cfg.embed_latency()))
         .await?;
     Ok(Json(EmbeddingsResponse {
         object: "list",

@@ -98,7 +98,10 @@ impl AppState {
     /// A non-streamed `stall`: waits `stall_max_s` from `arrived`, then returns the error to send
     /// (504, or 503 on shutdown). A client that gives up earlier simply closes the connection.
     pub(crate) async fn stall(&self, arrived: Instant) -> ApiError {
-        match self.wait_until(arrived + self.cfg.stall_max()).await {
+        match self
+            .wait_until(shutdown::deadline(arrived, self.cfg.stall_max()))
+            .await
+        {
             Ok(()) => ApiError::stall_elapsed(),
             Err(e) => e,
         }

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::AppState;
 use crate::error::{ApiError, default_model, parse_body};
 use crate::flags::ModelFlags;
+use crate::shutdown::deadline;
 use crate::stats::SimStats;
 
 #[derive(Deserialize)]
@@ -147,7 +148,7 @@ async fn handle(
         results.truncate(n);
     }
     state
-        .wait_until(arrived + state.cfg.rerank_latency())
+        .wait_until(deadline(arrived, state.cfg.rerank_latency()))
         .await?;
     Ok(Json(RerankResponse {
         model: req.model,

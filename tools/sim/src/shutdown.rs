@@ -9,8 +9,19 @@
 //! The signal is a `tokio::sync::watch` channel; its receivers are cheap to clone and its notifier
 //! is sharded, so thousands of concurrent streams waiting on it do not contend.
 
+use std::time::Duration;
+
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
+
+/// Longest simulated wait; larger offsets (say `ttft=18446744073709551615`) are clamped to it.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `from + after`, with `after` clamped to a year so that absurd request values cannot overflow
+/// the clock.
+pub(crate) fn deadline(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after.min(MAX_WAIT)).unwrap_or(from)
+}
 
 /// A cloneable view of the server's shutdown state.
 #[derive(Clone, Debug, Default)]
@@ -48,7 +59,16 @@ impl Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn deadlines_saturate() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_millis(5)),
+            now + Duration::from_millis(5)
+        );
+        assert_eq!(deadline(now, Duration::MAX), now + MAX_WAIT);
+    }
 
     #[tokio::test]
     async fn wakes_early_on_shutdown() {

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Benchmark under workload W1: starts ragq (scripts/up.sh: services, simulator with W1
+# latencies, api, RAGQ_WORKERS workers, demo data), then runs the load generator at each
+# concurrency level and prints, per level: TTFC p50/p99, the ideal TTFC, ragq's overhead,
+# success, req/s, and CPU seconds and peak RSS of the api and the workers.
+#
+#   RAGQ_BENCH_LEVELS="1 10 100 500 1000 2000"   concurrent users per level
+#   RAGQ_BENCH_REQUESTS=3                        requests per user (the 1-user level runs 30)
+#   RAGQ_BENCH_TYPE=stream                       loadgen --test-type
+#   RAGQ_WORKERS=1
+# Results: .ragq/bench/level-N.json and .ragq/bench/summary.txt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+LEVELS=${RAGQ_BENCH_LEVELS:-1 10 100 500 1000 2000}
+REQUESTS=${RAGQ_BENCH_REQUESTS:-3}
+TYPE=${RAGQ_BENCH_TYPE:-stream}
+unset RAGQ_UPSTREAM_URL
+# Workload W1 for the simulator.
+export RAGQ_SIM_EMBED_MS=15 RAGQ_SIM_RERANK_MS=80 RAGQ_SIM_TTFT_MS=250 RAGQ_SIM_TOKENS=48 RAGQ_SIM_TOKEN_GAP_MS=15
+IDEAL_MS=345
+
+bash scripts/up.sh >/dev/null
+# shellcheck disable=SC1091
+source .ragq/run.env
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+OUT=.ragq/bench
+mkdir -p "$OUT"
+
+cpu_ticks() { # utime+stime of a pid, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+api_pid=$(cat .ragq/pids/api.pid)
+worker_pids=$(cat .ragq/pids/worker-*.pid)
+sum_ticks() { local t=0; for p in "$@"; do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
+sum_peak() { local m=0; for p in "$@"; do m=$((m + $(peak_kb "$p"))); done; echo $m; }
+HZ=$(getconf CLK_TCK)
+
+# Warm-up: connections, caches.
+"$BIN/ragq-loadgen" --users 4 --requests 2 --test-type "$TYPE" --quiet >/dev/null
+
+for users in $LEVELS; do
+  reqs=$REQUESTS
+  [ "$users" -eq 1 ] && reqs=30
+  a0=$(cpu_ticks "$api_pid"); w0=$(sum_ticks $worker_pids)
+  echo "[bench] $users users x $reqs requests" >&2
+  "$BIN/ragq-loadgen" --users "$users" --requests "$reqs" --test-type "$TYPE" --quiet \
+    --max-duration 300 --timeout 120 --json-out "$OUT/level-$users.json" >/dev/null
+  a1=$(cpu_ticks "$api_pid"); w1=$(sum_ticks $worker_pids)
+  python3 - "$OUT/level-$users.json" <<PY
+import json, sys
+p = sys.argv[1]
+r = json.load(open(p))
+r["bench"] = {"users": $users, "api_cpu_s": ($a1 - $a0) / $HZ, "workers_cpu_s": ($w1 - $w0) / $HZ,
+              "api_peak_rss_kb": $(peak_kb "$api_pid"), "workers_peak_rss_kb": $(sum_peak $worker_pids),
+              "ideal_ttfc_ms": $IDEAL_MS}
+json.dump(r, open(p, "w"), indent=1)
+PY
+done
+
+python3 - "$OUT" $LEVELS <<'PY' | tee "$OUT/summary.txt"
+import json, sys, os
+out, levels = sys.argv[1], sys.argv[2:]
+print(f"{'users':>6} {'reqs':>6} {'ok%':>6} {'req/s':>7} {'ttfc_p50':>9} {'ttfc_p99':>9} {'ideal':>6} {'ovh_p50':>8} {'ovh_p99':>8} {'api_cpu_s':>9} {'wrk_cpu_s':>9} {'api_rss_MB':>10} {'wrk_rss_MB':>10}")
+for n in levels:
+    r = json.load(open(os.path.join(out, f"level-{n}.json")))
+    b = r["bench"]
+    t = next(iter(r["types"].values()))
+    ttfc = t.get("ttfc_ms") or {}
+    p50, p99 = ttfc.get("p50") or 0, ttfc.get("p99") or 0
+    ok = 100.0 * t["ok"] / max(1, t["requests"])
+    ideal = b["ideal_ttfc_ms"]
+    print(f"{n:>6} {t['requests']:>6} {ok:>6.1f} {t['rps']:>7.1f} {p50:>9.1f} {p99:>9.1f} {ideal:>6} {p50-ideal:>8.1f} {p99-ideal:>8.1f} "
+          f"{b['api_cpu_s']:>9.2f} {b['workers_cpu_s']:>9.2f} {b['api_peak_rss_kb']/1024:>10.1f} {b['workers_peak_rss_kb']/1024:>10.1f}")
+PY
+echo "[bench] done; ragq is still running (scripts/down.sh stops it)" >&2

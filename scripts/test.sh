@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: starts the services it needs (PostgreSQL, Redis, RabbitMQ on 127.0.0.1),
+# then runs every unit and end-to-end test against them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/services.sh
+ensure_cargo
+ensure_services
+
+# Databases left behind by interrupted test runs.
+psql -h 127.0.0.1 -U postgres -d postgres -tAc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'ragq_test_%'" 2>/dev/null |
+  while read -r db; do [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
+
+ulimit -n 65536 2>/dev/null || true
+log "running the test suite"
+cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THREADS:-4}"

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Starts ragq on this machine: services (installing them if absent), release binaries, the
+# upstream simulator (unless RAGQ_UPSTREAM_URL points at a real OpenAI-compatible server), the
+# api and RAGQ_WORKERS workers; loads the demo dataset and chat; writes .ragq/run.env.
+# Idempotent: running it again restarts ragq's processes and keeps the demo data.
+#
+# Environment:
+#   RAGQ_WORKERS=1            number of workers
+#   RAGQ_API_ADDR=127.0.0.1:9380
+#   RAGQ_SIM_ADDR=127.0.0.1:9390 (plus RAGQ_SIM_* latencies, default workload W1)
+#   RAGQ_UPSTREAM_URL=        e.g. http://127.0.0.1:8000/v1 — use this server instead of the simulator
+#   RAGQ_UPSTREAM_MODEL=      chat model name on that server (default: sim)
+#   RAGQ_UPSTREAM_API_KEY=    its API key, if any
+#   RAGQ_DB_NAME=ragq
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/lib/services.sh
+ensure_cargo
+ensure_services
+
+WORKERS=${RAGQ_WORKERS:-1}
+API_ADDR=${RAGQ_API_ADDR:-127.0.0.1:9380}
+SIM_ADDR=${RAGQ_SIM_ADDR:-127.0.0.1:9390}
+DB_NAME=${RAGQ_DB_NAME:-ragq}
+export RAGQ_DATABASE_URL=${RAGQ_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$DB_NAME}
+STATE=$ROOT/.ragq
+mkdir -p "$STATE/pids" "$STATE/logs"
+
+log "building release binaries"
+cargo build --release --locked -p ragq-api -p ragq-worker -p ragq-sim -p ragq-loadgen 2>&1 | tail -n 2 >&2
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+
+# Stop what a previous run left.
+bash scripts/down.sh >/dev/null 2>&1 || true
+
+psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" | grep -q 1 ||
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $DB_NAME"
+"$BIN/ragq" migrate >/dev/null
+
+start() { # start NAME COMMAND...
+  local name=$1; shift
+  nohup "$@" >"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$STATE/pids/$name.pid"
+}
+
+if [ -z "${RAGQ_UPSTREAM_URL:-}" ]; then
+  start sim "$BIN/ragq-sim" --addr "$SIM_ADDR"
+  UPSTREAM=http://$SIM_ADDR/v1
+  CHAT_MODEL=sim
+  wait_for 15 simulator curl -sf "http://$SIM_ADDR/healthz"
+else
+  UPSTREAM=$RAGQ_UPSTREAM_URL
+  CHAT_MODEL=${RAGQ_UPSTREAM_MODEL:-sim}
+fi
+
+RAGQ_API_ADDR=$API_ADDR start api "$BIN/ragq-api"
+for i in $(seq 1 "$WORKERS"); do
+  RAGQ_WORKER_ID=worker-$i start "worker-$i" "$BIN/ragq-worker"
+done
+wait_for 30 api curl -sf "http://$API_ADDR/readyz"
+
+# Demo data: reuse it when run.env names a chat that still exists.
+reuse=
+if [ -f "$STATE/run.env" ]; then
+  chat=$(sed -n 's/^RAGQ_CHAT_ID=//p' "$STATE/run.env")
+  [ -n "$chat" ] && psql -h 127.0.0.1 -U postgres -d "$DB_NAME" -tAc "SELECT 1 FROM chats WHERE id = '$chat'" | grep -q 1 && reuse=1
+fi
+if [ -z "$reuse" ]; then
+  log "loading the demo dataset and chat"
+  eval "$("$BIN/ragq" create-tenant --name demo)"
+  export RAGQ_MODEL_API_KEY=${RAGQ_UPSTREAM_API_KEY:-}
+  "$BIN/ragq" add-model --tenant "$RAGQ_TENANT_ID" --kind chat --name demo-llm --provider openai --base-url "$UPSTREAM" --model "$CHAT_MODEL" >/dev/null
+  if [ -z "${RAGQ_UPSTREAM_URL:-}" ]; then
+    "$BIN/ragq" add-model --tenant "$RAGQ_TENANT_ID" --kind embedding --name demo-embed --provider openai --base-url "$UPSTREAM" --model sim-embed >/dev/null
+    "$BIN/ragq" add-model --tenant "$RAGQ_TENANT_ID" --kind rerank --name demo-rerank --provider jina --base-url "$UPSTREAM" --model sim-rerank >/dev/null
+    RERANK=demo-rerank
+  else
+    # A real upstream may not serve embeddings or rerank: use the built-in local embedder.
+    "$BIN/ragq" add-model --tenant "$RAGQ_TENANT_ID" --kind embedding --name demo-embed --provider local >/dev/null
+    RERANK=
+  fi
+  eval "$("$BIN/ragq" load-dataset --tenant "$RAGQ_TENANT_ID" --name demo --embedding-model demo-embed demo/docs)"
+  eval "$("$BIN/ragq" create-chat --tenant "$RAGQ_TENANT_ID" --name demo --llm demo-llm --dataset "$RAGQ_DATASET_ID" --rerank "$RERANK")"
+  cat >"$STATE/run.env" <<ENV
+RAGQ_API_URL=http://$API_ADDR
+RAGQ_API_KEY=$RAGQ_API_KEY
+RAGQ_CHAT_ID=$RAGQ_CHAT_ID
+RAGQ_TENANT_ID=$RAGQ_TENANT_ID
+RAGQ_DATASET_ID=$RAGQ_DATASET_ID
+ENV
+fi
+# shellcheck disable=SC1091
+source "$STATE/run.env"
+log "ragq is up: api $RAGQ_API_URL, $WORKERS worker(s); settings in .ragq/run.env, logs in .ragq/logs/"
+SESSION=$(curl -s -X POST "$RAGQ_API_URL/api/v1/chats/$RAGQ_CHAT_ID/sessions" -H "Authorization: Bearer $RAGQ_API_KEY" \
+  -H 'Content-Type: application/json' -d '{"name":"try"}' | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p')
+cat <<TRY
+Try it:
+  curl -N $RAGQ_API_URL/api/v1/chats/$RAGQ_CHAT_ID/completions -H 'Authorization: Bearer $RAGQ_API_KEY' \\
+    -H 'Content-Type: application/json' \\
+    -d '{"question": "What is the delivery limit of the job queue?", "stream": true, "session_id": "$SESSION"}'
+TRY
