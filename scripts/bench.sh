@@ -23,7 +23,7 @@ IDEAL_MS=345
 
 bash scripts/up.sh >/dev/null
 # shellcheck disable=SC1091
-source .ragq/run.env
+set -a; source .ragq/run.env; set +a
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT=.ragq/bench
 mkdir -p "$OUT"

@@ -30,6 +30,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "RAGQ_LLM_IDLE_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
+    /// Coalescing window for answer text, in ms: after the first piece, pieces arriving within
+    /// this window go out as one event (0 = one event per piece).
+    #[arg(long, env = "RAGQ_COALESCE_MS", default_value_t = 40)]
+    pub coalesce_ms: u64,
     /// Bound for embedding and rerank calls, in ms.
     #[arg(long, env = "RAGQ_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]

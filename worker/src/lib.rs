@@ -65,6 +65,7 @@ impl Worker {
             limits: pipeline::generate::Limits {
                 first_token: Duration::from_millis(cfg.first_token_timeout_ms),
                 idle: Duration::from_millis(cfg.idle_timeout_ms),
+                coalesce: Duration::from_millis(cfg.coalesce_ms),
             },
             worker_id,
         });

@@ -1,7 +1,9 @@
 //! Step 4: stream the model's answer, publishing each piece as a `delta` event.
 //!
 //! Bounded in time: the first token must arrive within `first_token`, and no gap between reads
-//! may exceed `idle`. A cancelled job drops the upstream stream at once — closing the HTTP
+//! may exceed `idle`. After the first piece (sent at once), pieces are coalesced into at most one
+//! event per `coalesce` window: fewer, larger events cost the bus and the ingress less.
+//! A cancelled job drops the upstream stream at once — closing the HTTP
 //! connection is what makes the model stop generating — and keeps the partial answer.
 
 use std::sync::Arc;
@@ -25,6 +27,9 @@ pub struct Generated {
 pub struct Limits {
     pub first_token: Duration,
     pub idle: Duration,
+    /// Pieces arriving within this window after a delta are sent together in the next one
+    /// (zero: one event per piece).
+    pub coalesce: Duration,
 }
 
 pub async fn generate(
@@ -45,17 +50,35 @@ pub async fn generate(
     };
     let mut answer = String::new();
     let mut pieces = 0u64;
+    // Text read but not yet published, and when the last delta went out.
+    let mut pending = String::new();
+    let mut last_flush = tokio::time::Instant::now();
     loop {
-        let deadline = if pieces == 0 {
+        let idle_deadline = if pieces == 0 {
             first_deadline
         } else {
             tokio::time::Instant::now() + limits.idle
         };
+        // With text pending, wake up when the coalescing window closes to publish it.
+        let flush_at = last_flush + limits.coalesce;
+        let wake = if pending.is_empty() {
+            idle_deadline
+        } else {
+            idle_deadline.min(flush_at)
+        };
         let next = tokio::select! {
-            r = tokio::time::timeout_at(deadline, stream.next()) => r,
+            r = tokio::time::timeout_at(wake, stream.next()) => r,
             _ = cancel.cancelled() => return Ok(Generated { answer, pieces, stopped: true }),
         };
         match next {
+            Err(_) if !pending.is_empty() && tokio::time::Instant::now() < idle_deadline => {
+                events
+                    .send(EventBody::Delta {
+                        text: std::mem::take(&mut pending),
+                    })
+                    .await?;
+                last_flush = tokio::time::Instant::now();
+            }
             Err(_) if pieces == 0 => return Err(ProviderError::Timeout("no first token").into()),
             Err(_) => return Err(ProviderError::Timeout("stream idle").into()),
             Ok(None) => break,
@@ -66,9 +89,22 @@ pub async fn generate(
                 }
                 answer.push_str(&text);
                 pieces += 1;
-                events.send(EventBody::Delta { text }).await?;
+                pending.push_str(&text);
+                // The first piece goes out at once (time to first chunk); later pieces are
+                // coalesced into at most one event per window.
+                if pieces == 1 || tokio::time::Instant::now() >= flush_at {
+                    events
+                        .send(EventBody::Delta {
+                            text: std::mem::take(&mut pending),
+                        })
+                        .await?;
+                    last_flush = tokio::time::Instant::now();
+                }
             }
         }
+    }
+    if !pending.is_empty() {
+        events.send(EventBody::Delta { text: pending }).await?;
     }
     if pieces == 0 {
         return Err(ProviderError::Decode("the model returned an empty answer".into()).into());

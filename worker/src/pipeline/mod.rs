@@ -145,6 +145,7 @@ impl Pipeline {
                 })
                 .await?;
         }
+        let knowledge_docs = reference.doc_aggs.len();
         let max_tokens = ctx.llm.max_tokens.max(256) as usize;
         let knowledge = prompt::knowledge(&reference.chunks, max_tokens * 97 / 100);
         let parameters = ctx.chat.parameters();
@@ -173,6 +174,16 @@ impl Pipeline {
             doc_aggs: citations::cited_doc_aggs(&reference.doc_aggs, &reference.chunks, &cited),
             ..reference
         });
+        // The final reference keeps only the documents the answer cites: resend it if that changed.
+        if let Some(r) = &reference
+            && r.doc_aggs.len() != knowledge_docs
+        {
+            events
+                .send(EventBody::Reference {
+                    reference: r.clone(),
+                })
+                .await?;
+        }
         let prompt_tokens: usize = messages.iter().map(|m| approx_tokens(&m.content)).sum();
         let prompt_text = format!(
             "{system}\n\n### Query:\n{}\n\n - Total: {:.1}ms\n  - Check LLM: {:.1}ms\n  - Retrieval: {:.1}ms\n  - Generate answer: {:.1}ms",

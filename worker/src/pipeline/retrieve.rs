@@ -192,7 +192,7 @@ pub fn doc_aggs(chunks: &[RefChunk]) -> Vec<DocAgg> {
             }),
         }
     }
-    aggs.sort_by(|a, b| b.count.cmp(&a.count));
+    aggs.sort_by_key(|a| std::cmp::Reverse(a.count));
     aggs
 }
 
