@@ -160,7 +160,7 @@ impl TestEnv {
             ("chat", "sim", "openai", "sim"),
             ("chat", "sim-error", "openai", "sim:error"),
             ("chat", "sim-stall", "openai", "sim:stall"),
-            ("chat", "sim-slow", "openai", "sim:ttft=1500"),
+            ("chat", "sim-slow", "openai", "sim:ttft=3000"),
             ("embedding", "sim-embed", "openai", "sim-embed"),
             ("embedding", "local", "local", "local"),
             ("rerank", "sim-rerank", "jina", "sim-rerank"),

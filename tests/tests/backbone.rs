@@ -325,7 +325,7 @@ async fn concurrent_streams_share_one_redis_subscriber() {
         let streams = (0..200).map(|_| env.ask_stream(&chat, &session, QUESTION));
         let all = futures::future::join_all(streams);
         tokio::pin!(all);
-        // While the streams are open (the model's first token takes 1.5 s), inspect Redis.
+        // While the streams are open (the model's first token takes 3 s), inspect Redis.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             tokio::select! {

@@ -4,9 +4,7 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{
-    ModelSpec, ProviderError, Reranker, Timeouts, endpoint, retry::with_retry, status_error,
-};
+use super::{ModelSpec, ProviderError, Reranker, Timeouts, endpoint, post_json};
 
 pub struct JinaRerank {
     http: reqwest::Client,
@@ -47,23 +45,14 @@ impl Reranker for JinaRerank {
         let body = serde_json::json!({
             "model": self.model, "query": query, "documents": documents, "top_n": documents.len(),
         });
-        let resp: Response = with_retry(self.timeouts.retries, || async {
-            let mut req = self
-                .http
-                .post(&self.url)
-                .json(&body)
-                .timeout(self.timeouts.request);
-            if !self.api_key.is_empty() {
-                req = req.bearer_auth(&self.api_key);
-            }
-            let resp = req.send().await?;
-            if !resp.status().is_success() {
-                return Err(status_error(resp).await);
-            }
-            resp.json::<Response>()
-                .await
-                .map_err(|e| ProviderError::Decode(e.to_string()))
-        })
+        let resp: Response = post_json(
+            &self.http,
+            &self.url,
+            &self.api_key,
+            &body,
+            self.timeouts.request,
+            self.timeouts.retries,
+        )
         .await?;
         let mut scores = vec![0f32; documents.len()];
         for item in resp.results {

@@ -210,6 +210,32 @@ pub(crate) fn endpoint(base: &str, path: &str) -> String {
     )
 }
 
+/// POSTs a JSON body and decodes a JSON answer, with a per-attempt timeout and retries of
+/// transient failures (embeddings, rerank: calls that are safe to repeat).
+pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    api_key: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+    retries: usize,
+) -> Result<T, ProviderError> {
+    retry::with_retry(retries, || async {
+        let mut req = http.post(url).json(body).timeout(timeout);
+        if !api_key.is_empty() {
+            req = req.bearer_auth(api_key);
+        }
+        let resp = req.send().await?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp).await);
+        }
+        resp.json::<T>()
+            .await
+            .map_err(|e| ProviderError::Decode(e.to_string()))
+    })
+    .await
+}
+
 /// Reads an error response into a [`ProviderError::Status`] (body cut to 300 bytes).
 pub(crate) async fn status_error(resp: reqwest::Response) -> ProviderError {
     let status = resp.status().as_u16();

@@ -3,9 +3,7 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{
-    Embedder, ModelSpec, ProviderError, Timeouts, endpoint, retry::with_retry, status_error,
-};
+use super::{Embedder, ModelSpec, ProviderError, Timeouts, endpoint, post_json};
 
 pub struct OpenAiEmbed {
     http: reqwest::Client,
@@ -44,23 +42,14 @@ impl Embedder for OpenAiEmbed {
             return Ok(Vec::new());
         }
         let body = serde_json::json!({ "model": self.model, "input": texts });
-        let resp: Response = with_retry(self.timeouts.retries, || async {
-            let mut req = self
-                .http
-                .post(&self.url)
-                .json(&body)
-                .timeout(self.timeouts.request);
-            if !self.api_key.is_empty() {
-                req = req.bearer_auth(&self.api_key);
-            }
-            let resp = req.send().await?;
-            if !resp.status().is_success() {
-                return Err(status_error(resp).await);
-            }
-            resp.json::<Response>()
-                .await
-                .map_err(|e| ProviderError::Decode(e.to_string()))
-        })
+        let resp: Response = post_json(
+            &self.http,
+            &self.url,
+            &self.api_key,
+            &body,
+            self.timeouts.request,
+            self.timeouts.retries,
+        )
         .await?;
         let mut out = vec![Vec::new(); texts.len()];
         for mut item in resp.data {
