@@ -16,6 +16,8 @@ use tokio::time::Instant;
 pub enum Item {
     Delta(String),
     Reference(Reference),
+    /// The JSON result of a non-chat job (retrieval).
+    Result(serde_json::Value),
     /// Discard the text so far (the job is being regenerated).
     Reset,
     Done(Box<Done>),
@@ -95,6 +97,7 @@ impl JobStream {
             return Some(match event.body {
                 EventBody::Delta { text } => Item::Delta(text),
                 EventBody::Reference { reference } => Item::Reference(reference),
+                EventBody::Result { data } => Item::Result(data),
                 EventBody::Reset => Item::Reset,
                 EventBody::Done(done) => {
                     self.finished = true;

@@ -22,6 +22,8 @@ pub enum EventBody {
     Delta { text: String },
     /// The retrieved chunks and per-document aggregates for this answer.
     Reference { reference: Reference },
+    /// A JSON result of a non-chat job (retrieval), followed by `done`.
+    Result { data: serde_json::Value },
     /// Discard everything sent so far: the job is being regenerated (after a worker crash).
     Reset,
     /// Terminal: the job failed.

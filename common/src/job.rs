@@ -17,6 +17,12 @@ pub enum JobKind {
     Chat,
     /// OpenAI-compatible completion: the conversation comes in the job, nothing is saved.
     OpenaiChat,
+    /// `POST /api/v1/retrieval`: search datasets; the result comes back as a `result` event.
+    /// Parameters in [`Job::params`].
+    Retrieval,
+    /// Parse documents (chunk, embed, index) — `POST /api/v1/datasets/{id}/chunks`. Travels on
+    /// [`Lane::Ingest`]; progress is written to the `documents` table, no event is awaited.
+    Ingest,
 }
 
 /// Which queue a job travels on. Interactive and batch work never share a queue, so batch work
@@ -26,16 +32,19 @@ pub enum JobKind {
 pub enum Lane {
     Interactive,
     Batch,
+    /// Document parsing: slow, bulky work that must never delay a chat.
+    Ingest,
 }
 
 impl Lane {
     /// All lanes, in the order workers consume them.
-    pub const ALL: [Lane; 2] = [Lane::Interactive, Lane::Batch];
+    pub const ALL: [Lane; 3] = [Lane::Interactive, Lane::Batch, Lane::Ingest];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Lane::Interactive => "interactive",
             Lane::Batch => "batch",
+            Lane::Ingest => "ingest",
         }
     }
 }
@@ -91,6 +100,9 @@ pub struct Job {
     pub options: JobOptions,
     /// Epoch milliseconds after which the job is worthless (the client has given up).
     pub deadline_ms: i64,
+    /// Kind-specific parameters (retrieval settings, documents to ingest …); `null` for chats.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub params: serde_json::Value,
     /// Request id of the HTTP request that created the job, for log correlation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
@@ -146,6 +158,7 @@ mod tests {
             messages: vec![],
             options: JobOptions::default(),
             deadline_ms: 1,
+            params: serde_json::Value::Null,
             trace: None,
         }
     }

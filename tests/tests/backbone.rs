@@ -167,6 +167,7 @@ async fn turns_are_saved_once_and_feed_the_history() {
         messages: vec![],
         options: Default::default(),
         deadline_ms: ragq_common::now_ms() + 10_000,
+        params: serde_json::Value::Null,
         trace: None,
     };
     let ctx = ragq_worker::pipeline::context::load(&env.db, &job)

@@ -19,6 +19,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "RAGQ_PREFETCH", default_value_t = 512,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+    /// Document-parsing jobs in flight at once (they are CPU- and upstream-heavy).
+    #[arg(long, env = "RAGQ_INGEST_PREFETCH", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub ingest_prefetch: u16,
     /// This worker's id (logs, saved turns); defaults to `worker-<pid>`.
     #[arg(long, env = "RAGQ_WORKER_ID")]
     pub worker_id: Option<String>,

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod ingest;
+pub mod jobs;
 pub mod pipeline;
 pub mod providers;
 
@@ -83,7 +84,12 @@ impl Worker {
         let mut lanes = Vec::new();
         for lane in Lane::ALL {
             let tag = format!("{}-{}", self.pipeline.worker_id, lane.as_str());
-            let consumer = self.broker.consume(lane, self.cfg.prefetch, &tag).await?;
+            let prefetch = if lane == Lane::Ingest {
+                self.cfg.ingest_prefetch
+            } else {
+                self.cfg.prefetch
+            };
+            let consumer = self.broker.consume(lane, prefetch, &tag).await?;
             lanes.push(tokio::spawn(consumer::consume(
                 consumer,
                 self.pipeline.clone(),

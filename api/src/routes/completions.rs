@@ -152,6 +152,7 @@ pub async fn completions(
             variables: req.variables,
         },
         deadline_ms: ragq_common::now_ms() + (deadline_s * 1000) as i64,
+        params: serde_json::Value::Null,
         trace: None,
     };
     // Subscribe first: no event can be published before we listen.
@@ -210,7 +211,7 @@ async fn collect_answer(mut stream: JobStream, message_id: &str, session_id: &st
                 return ApiError::new(code::EXCEPTION, format!("**ERROR**: {message}"))
                     .into_response();
             }
-            Item::Delta(_) | Item::Idle => {}
+            Item::Delta(_) | Item::Idle | Item::Result(_) => {}
         }
     }
     ApiError::new(code::EXCEPTION, "**ERROR**: the answer stream ended early").into_response()

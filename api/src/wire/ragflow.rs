@@ -69,6 +69,7 @@ impl RagflowSse {
                 None
             }
             Item::Idle => Some(Bytes::from_static(super::KEEP_ALIVE)),
+            Item::Result(_) => None,
             Item::Done(done) => {
                 let body = final_json(
                     &done,

@@ -1,7 +1,7 @@
 //! Step 1: load what a job needs from PostgreSQL — the chat's settings, its models and the
 //! session's history — in concurrent queries. No connection is kept after this step.
 
-use ragq_common::job::Job;
+use ragq_common::job::{ChatMessage, Job, JobKind, Role};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -89,6 +89,9 @@ pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
     .bind(&job.tenant_id)
     .fetch_optional(db);
     let history_q = async {
+        if job.kind == JobKind::OpenaiChat {
+            return Ok(turns_from_messages(&job.messages));
+        }
         match &job.session_id {
             Some(sid) => {
                 let mut turns = sqlx::query_as::<_, Turn>(
@@ -163,4 +166,67 @@ pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
         embedding,
         history,
     })
+}
+
+/// Earlier turns of a conversation carried in the job (OpenAI requests): each user message with
+/// the assistant message that follows it. System messages and leading assistant messages are
+/// dropped, as RAGFlow does.
+pub fn turns_from_messages(messages: &[ChatMessage]) -> Vec<Turn> {
+    let mut turns = Vec::new();
+    let mut question: Option<&str> = None;
+    for m in messages {
+        match m.role {
+            Role::User => {
+                if let Some(q) = question.take() {
+                    turns.push(Turn {
+                        question: q.to_string(),
+                        answer: String::new(),
+                    });
+                }
+                question = Some(&m.content);
+            }
+            Role::Assistant => {
+                if let Some(q) = question.take() {
+                    turns.push(Turn {
+                        question: q.to_string(),
+                        answer: m.content.clone(),
+                    });
+                }
+            }
+            Role::System => {}
+        }
+    }
+    turns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(role: Role, c: &str) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: c.into(),
+        }
+    }
+
+    #[test]
+    fn pairs_user_and_assistant_messages() {
+        let turns = turns_from_messages(&[
+            m(Role::Assistant, "hello"),
+            m(Role::System, "sys"),
+            m(Role::User, "q1"),
+            m(Role::Assistant, "a1"),
+            m(Role::User, "q2"),
+        ]);
+        assert_eq!(turns.len(), 2);
+        assert_eq!(
+            (turns[0].question.as_str(), turns[0].answer.as_str()),
+            ("q1", "a1")
+        );
+        assert_eq!(
+            (turns[1].question.as_str(), turns[1].answer.as_str()),
+            ("q2", "")
+        );
+    }
 }

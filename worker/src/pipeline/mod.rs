@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ragq_common::bus::EventPublisher;
 use ragq_common::event::{Done, EventBody, Reference, Usage};
-use ragq_common::job::Job;
+use ragq_common::job::{Job, JobKind};
 use ragq_common::text::approx_tokens;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,15 @@ impl Pipeline {
         let result = if remaining <= 0 {
             Err(StepError::Deadline)
         } else {
-            let work = self.answer(job, redelivered, &mut events, &cancel);
+            let work = async {
+                match job.kind {
+                    JobKind::Chat | JobKind::OpenaiChat => {
+                        self.answer(job, redelivered, &mut events, &cancel).await
+                    }
+                    JobKind::Retrieval => crate::jobs::retrieval::run(self, job, &mut events).await,
+                    JobKind::Ingest => crate::jobs::ingest::run(self, job, &cancel).await,
+                }
+            };
             match tokio::time::timeout(Duration::from_millis(remaining as u64), work).await {
                 Ok(r) => r,
                 Err(_) => Err(StepError::Deadline),
