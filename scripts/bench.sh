@@ -37,6 +37,10 @@ worker_pids=$(cat .ragq/pids/worker-*.pid)
 sum_ticks() { local t=0; for p in "$@"; do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
 sum_peak() { local m=0; for p in "$@"; do m=$((m + $(peak_kb "$p"))); done; echo $m; }
 HZ=$(getconf CLK_TCK)
+# CPU ticks of every process whose command name matches, summed (PostgreSQL forks per connection).
+group_ticks() { local t=0 p; for p in $(pgrep -x "$1" 2>/dev/null); do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
+GROUPS="beam.smp postgres redis-server ragq-sim ragq-loadgen"
+snapshot_groups() { local g; for g in $GROUPS; do printf '%s=%s ' "$g" "$(group_ticks "$g")"; done; }
 
 # Warm-up: connections, caches.
 "$BIN/ragq-loadgen" --users 4 --requests 2 --test-type "$TYPE" --quiet >/dev/null
@@ -44,18 +48,20 @@ HZ=$(getconf CLK_TCK)
 for users in $LEVELS; do
   reqs=$REQUESTS
   [ "$users" -eq 1 ] && reqs=30
-  a0=$(cpu_ticks "$api_pid"); w0=$(sum_ticks $worker_pids)
+  a0=$(cpu_ticks "$api_pid"); w0=$(sum_ticks $worker_pids); g0=$(snapshot_groups); t0=$(date +%s.%N)
   echo "[bench] $users users x $reqs requests" >&2
   "$BIN/ragq-loadgen" --users "$users" --requests "$reqs" --test-type "$TYPE" --quiet \
     --max-duration 300 --timeout 120 --json-out "$OUT/level-$users.json" >/dev/null
-  a1=$(cpu_ticks "$api_pid"); w1=$(sum_ticks $worker_pids)
+  a1=$(cpu_ticks "$api_pid"); w1=$(sum_ticks $worker_pids); g1=$(snapshot_groups); t1=$(date +%s.%N)
   python3 - "$OUT/level-$users.json" <<PY
 import json, sys
 p = sys.argv[1]
 r = json.load(open(p))
 r["bench"] = {"users": $users, "api_cpu_s": ($a1 - $a0) / $HZ, "workers_cpu_s": ($w1 - $w0) / $HZ,
               "api_peak_rss_kb": $(peak_kb "$api_pid"), "workers_peak_rss_kb": $(sum_peak $worker_pids),
-              "ideal_ttfc_ms": $IDEAL_MS}
+              "ideal_ttfc_ms": $IDEAL_MS, "wall_s": $t1 - $t0,
+              "cpu_s": {k: (int(b) - int(a)) / $HZ for (k, a), (_, b) in zip(
+                  [kv.split("=") for kv in "$g0".split()], [kv.split("=") for kv in "$g1".split()])}}
 json.dump(r, open(p, "w"), indent=1)
 PY
 done
@@ -74,5 +80,17 @@ for n in levels:
     ideal = b["ideal_ttfc_ms"]
     print(f"{n:>6} {t['requests']:>6} {ok:>6.1f} {t['rps']:>7.1f} {p50:>9.1f} {p99:>9.1f} {ideal:>6} {p50-ideal:>8.1f} {p99-ideal:>8.1f} "
           f"{b['api_cpu_s']:>9.2f} {b['workers_cpu_s']:>9.2f} {b['api_peak_rss_kb']/1024:>10.1f} {b['workers_peak_rss_kb']/1024:>10.1f}")
+PY
+python3 - "$OUT" $LEVELS <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys, os
+out, levels = sys.argv[1], sys.argv[2:]
+print("\nCPU seconds per process during each level (and share of the 2-core machine's capacity):")
+names = ["api", "workers", "beam.smp", "postgres", "redis-server", "ragq-sim", "ragq-loadgen"]
+print(f"{'users':>6} {'wall_s':>7} " + " ".join(f"{n:>13}" for n in names))
+for n in levels:
+    b = json.load(open(os.path.join(out, f"level-{n}.json")))["bench"]
+    cpu = dict(b["cpu_s"], api=b["api_cpu_s"], workers=b["workers_cpu_s"])
+    cap = 2 * b["wall_s"]
+    print(f"{n:>6} {b['wall_s']:>7.1f} " + " ".join(f"{cpu.get(k, 0):>6.2f} ({100*cpu.get(k, 0)/cap:>3.0f}%)" for k in names))
 PY
 echo "[bench] done; ragq is still running (scripts/down.sh stops it)" >&2

@@ -14,4 +14,6 @@ psql -h 127.0.0.1 -U postgres -d postgres -tAc \
 
 ulimit -n 65536 2>/dev/null || true
 log "running the test suite"
+# Fault tests spawn the worker binary as a separate process.
+cargo build --workspace --bins --locked
 cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THREADS:-4}"

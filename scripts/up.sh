@@ -56,7 +56,7 @@ fi
 
 RAGQ_API_ADDR=$API_ADDR start api "$BIN/ragq-api"
 for i in $(seq 1 "$WORKERS"); do
-  RAGQ_WORKER_ID=worker-$i start "worker-$i" "$BIN/ragq-worker"
+  RAGQ_WORKER_ID=worker-$i RAGQ_WORKER_HEALTH_ADDR=127.0.0.1:$((9400 + i)) start "worker-$i" "$BIN/ragq-worker"
 done
 wait_for 30 api curl -sf "http://$API_ADDR/readyz"
 

@@ -10,6 +10,15 @@ use serde_json::Value;
 use crate::envelope::{ApiError, code};
 use crate::state::AppState;
 
+/// The tenant that owns API key `key` (looked up by its hash), if any. Shared by the [`Tenant`]
+/// extractor and routes that answer auth errors in another format (the OpenAI endpoint).
+pub async fn tenant_for_key(db: &sqlx::PgPool, key: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = $1")
+        .bind(hash_key(key))
+        .fetch_optional(db)
+        .await
+}
+
 /// The authenticated tenant of a request.
 #[derive(Clone, Debug)]
 pub struct Tenant(pub String);
@@ -40,12 +49,7 @@ impl FromRequestParts<AppState> for Tenant {
                 .with_data(Value::Bool(false)));
             }
         };
-        let tenant: Option<String> =
-            sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = $1")
-                .bind(hash_key(key))
-                .fetch_optional(&state.db)
-                .await?;
-        match tenant {
+        match tenant_for_key(&state.db, key).await? {
             Some(t) => Ok(Tenant(t)),
             None => Err(ApiError::new(
                 code::AUTHENTICATION,

@@ -25,6 +25,20 @@ pub struct ApiConfig {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "RAGQ_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Largest accepted document upload, per file, in bytes. A whole upload request may carry
+    /// up to four files of this size (`POST /api/v1/datasets/{id}/documents`).
+    #[arg(long, env = "RAGQ_MAX_UPLOAD_BYTES", default_value_t = 10 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    pub max_upload_bytes: u64,
+    /// Open streams above which new jobs are refused with 429 + Retry-After.
+    #[arg(long, env = "RAGQ_MAX_OPEN_STREAMS", default_value_t = 20_000)]
+    pub max_open_streams: usize,
+    /// Waiting interactive jobs above which new jobs are refused with 429 + Retry-After.
+    #[arg(long, env = "RAGQ_MAX_QUEUE_DEPTH", default_value_t = 10_000)]
+    pub max_queue_depth: u32,
+    /// On SIGTERM, how long open streams may run before the process exits anyway, in seconds.
+    #[arg(long, env = "RAGQ_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    pub shutdown_grace_s: u64,
     /// Name of this ingress instance (Redis connection name, logs).
     #[arg(long, env = "RAGQ_INSTANCE")]
     pub instance: Option<String>,

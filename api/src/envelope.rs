@@ -125,6 +125,16 @@ impl ApiError {
             retry_after: Some(1),
         }
     }
+    /// Admission control: HTTP 429 with `Retry-After`.
+    pub fn busy(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: 429,
+            message: message.into(),
+            data: None,
+            retry_after: Some(1),
+        }
+    }
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
         Self::new(code::EXCEPTION, "Internal server error")

@@ -15,13 +15,14 @@ pub mod routes;
 pub mod state;
 pub mod wire;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use ragq_common::broker::BrokerError;
 use ragq_common::broker::rabbitmq::RabbitMq;
 use ragq_common::bus::BusError;
+use ragq_common::bus::control::RedisControl;
 use ragq_common::bus::redis::RedisSubscriber;
 use ragq_common::db::DbError;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -68,12 +69,17 @@ impl Api {
             cfg.stream_buffer as usize,
         )
         .await?;
+        let control = RedisControl::connect(&cfg.bus.url, &cfg.bus.prefix).await?;
         let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
         let probe = broker.clone();
+        let queue_depth = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        tokio::spawn(watch_queue_depth(broker.clone(), queue_depth.clone()));
         let state = AppState {
             db,
             jobs: Arc::new(broker.clone()),
             events,
+            control,
+            queue_depth,
             cfg: Arc::new(cfg),
             broker_connected: Arc::new(move || probe.is_connected()),
         };
@@ -99,16 +105,54 @@ impl Api {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let max_body = self.state.cfg.max_body_bytes;
+        let state_grace_s = self.state.cfg.shutdown_grace_s;
+        let upload = routes::documents::upload_router(self.state.clone());
         let app = routes::router(self.state)
             .layer(RequestBodyLimitLayer::new(max_body))
+            // Document uploads have their own, larger limit: merged after the global one.
+            .merge(upload)
+            .layer(axum::middleware::map_response(
+                routes::envelope_payload_too_large,
+            ))
             .layer(CatchPanicLayer::new());
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // On shutdown: stop accepting, let open streams finish, but never wait past the grace
+        // period (an SSE stream would otherwise hold the process until its job's deadline).
+        let grace = std::time::Duration::from_secs(state_grace_s);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        let serve =
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let result = tokio::select! {
+            r = serve.into_future() => r,
+            _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("shutdown grace period over: closing the remaining streams");
+                Ok(())
+            }
+        };
         self.broker.close().await;
         result
+    }
+}
+
+/// Refreshes the interactive queue depth twice a second for admission control (the broker is
+/// asked once per process, not once per request). Stops when the broker connection is closed.
+async fn watch_queue_depth(broker: RabbitMq, depth: Arc<std::sync::atomic::AtomicU32>) {
+    use ragq_common::broker::JobPublisher;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if Arc::strong_count(&depth) == 1 {
+            return;
+        }
+        if let Ok(n) = broker.depth(ragq_common::job::Lane::Interactive).await {
+            depth.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }

@@ -1,15 +1,24 @@
-//! Reading one job's events off the bus, in order, with bounded waiting.
+//! Reading one job's events off the bus, in order, without gaps, with bounded waiting.
 //!
-//! [`JobStream`] turns raw payloads into [`Item`]s: it drops duplicates (`seq` not above the last
-//! one), accepts a `reset` as the start of a regeneration, and converts every way a stream can
-//! die — deadline, lost bus connection, a reader too slow for its buffer — into a terminal
-//! [`Item::Failed`]. So a client always gets a terminal event, and never waits past the deadline.
+//! [`JobStream`] turns raw payloads into [`Item`]s:
+//! - it drops duplicates (`seq` not above the last one seen);
+//! - it fills gaps from the job's replay stream: when an event arrives with a `seq` beyond the
+//!   next one, when the bus reconnected (an empty payload is the router's resync signal), and
+//!   when nothing arrived for a keep-alive interval (a lost terminal event is found there);
+//! - it turns every way a stream can die — deadline, lost bus, a reader too slow for its
+//!   buffer — into a terminal [`Item::Failed`], so a client always gets a terminal event and
+//!   never waits past the deadline;
+//! - dropped before its terminal event (the client went away), or cut for reading too slowly,
+//!   it cancels the job, so the worker stops the model.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
+use ragq_common::bus::control::RedisControl;
 use ragq_common::bus::{Closed, Subscription};
 use ragq_common::event::{Done, ErrorCode, EventBody, Reference, StreamEvent};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 /// What the formatters see.
 #[derive(Debug)]
@@ -31,18 +40,72 @@ pub enum Item {
 
 pub struct JobStream {
     sub: Subscription,
+    job_id: Uuid,
+    control: Option<RedisControl>,
+    /// Events fetched from the replay stream, processed before live ones.
+    pending: VecDeque<StreamEvent>,
     last_seq: u64,
     deadline: Instant,
     finished: bool,
+    cancel_on_abandon: bool,
 }
 
 impl JobStream {
-    pub fn new(sub: Subscription, deadline: Instant) -> Self {
+    pub fn new(sub: Subscription, job_id: Uuid, deadline: Instant) -> Self {
         JobStream {
             sub,
+            job_id,
+            control: None,
+            pending: VecDeque::new(),
             last_seq: 0,
             deadline,
             finished: false,
+            cancel_on_abandon: false,
+        }
+    }
+
+    /// Fill gaps from the replay stream through `control`.
+    pub fn with_replay(mut self, control: RedisControl) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Cancel the job when this stream is dropped before its terminal event.
+    pub fn cancel_on_abandon(mut self) -> Self {
+        self.cancel_on_abandon = true;
+        self
+    }
+
+    /// Start from the beginning of the replay stream (resuming a job's stream).
+    pub async fn replay_from_start(&mut self) {
+        self.catch_up().await;
+    }
+
+    /// Queues every replayed event after the last one seen.
+    async fn catch_up(&mut self) {
+        let Some(control) = &self.control else { return };
+        match control.replay(self.job_id).await {
+            Ok(events) => {
+                let after = self.pending.back().map_or(self.last_seq, |e| e.seq);
+                self.pending.extend(
+                    events
+                        .iter()
+                        .filter_map(|p| StreamEvent::decode(p).ok())
+                        .filter(|e| e.seq > after),
+                );
+            }
+            Err(e) => tracing::warn!(job = %self.job_id, error = %e, "replay read failed"),
+        }
+    }
+
+    fn cancel_job(&self) {
+        if let Some(control) = self.control.clone() {
+            let job_id = self.job_id;
+            tokio::spawn(async move {
+                if let Err(e) = control.cancel(job_id).await {
+                    tracing::warn!(job = %job_id, error = %e, "cancel failed");
+                }
+            });
         }
     }
 
@@ -52,13 +115,29 @@ impl JobStream {
             return None;
         }
         loop {
+            if let Some(event) = self.pending.pop_front() {
+                if let Some(item) = self.accept(event) {
+                    return Some(item);
+                }
+                continue;
+            }
             let wake = (Instant::now() + keep_alive).min(self.deadline);
             let payload = match tokio::time::timeout_at(wake, self.sub.recv()).await {
                 Ok(Ok(p)) => p,
                 Ok(Err(closed)) => {
+                    // Whatever the reason, the replay stream may already hold the rest.
+                    if closed == Closed::Disconnected {
+                        self.catch_up().await;
+                        if !self.pending.is_empty() {
+                            continue;
+                        }
+                    }
                     self.finished = true;
                     let message = match closed {
-                        Closed::SlowReader => "The client read too slowly; the stream was cut.",
+                        Closed::SlowReader => {
+                            self.cancel_job();
+                            "The client read too slowly; the stream was cut."
+                        }
                         Closed::Disconnected => "The event stream was lost.",
                     };
                     return Some(Item::Failed {
@@ -66,15 +145,27 @@ impl JobStream {
                         message: message.into(),
                     });
                 }
-                Err(_) if Instant::now() >= self.deadline => {
-                    self.finished = true;
-                    return Some(Item::Failed {
-                        code: ErrorCode::Timeout,
-                        message: "The answer did not complete before the deadline.".into(),
-                    });
+                Err(_) => {
+                    self.catch_up().await;
+                    if !self.pending.is_empty() {
+                        continue;
+                    }
+                    if Instant::now() >= self.deadline {
+                        self.finished = true;
+                        self.cancel_job();
+                        return Some(Item::Failed {
+                            code: ErrorCode::Timeout,
+                            message: "The answer did not complete before the deadline.".into(),
+                        });
+                    }
+                    return Some(Item::Idle);
                 }
-                Err(_) => return Some(Item::Idle),
             };
+            if payload.is_empty() {
+                // The bus reconnected: events may have been published meanwhile.
+                self.catch_up().await;
+                continue;
+            }
             let event = match StreamEvent::decode(&payload) {
                 Ok(e) => e,
                 Err(e) => {
@@ -82,32 +173,58 @@ impl JobStream {
                     continue;
                 }
             };
-            match event.body {
-                EventBody::Reset => {
-                    self.last_seq = event.seq;
-                    return Some(Item::Reset);
+            if event.seq > self.last_seq + 1 && self.control.is_some() {
+                tracing::debug!(
+                    expected = self.last_seq + 1,
+                    got = event.seq,
+                    "event gap: filling from replay"
+                );
+                self.catch_up().await;
+                if self
+                    .pending
+                    .front()
+                    .is_some_and(|e| e.seq == self.last_seq + 1)
+                {
+                    continue; // the live event is in the replay too, after the missing ones
                 }
-                _ if event.seq <= self.last_seq => continue, // duplicate
-                _ => {}
             }
-            if event.seq != self.last_seq + 1 {
-                tracing::warn!(expected = self.last_seq + 1, got = event.seq, "event gap");
+            if let Some(item) = self.accept(event) {
+                return Some(item);
             }
-            self.last_seq = event.seq;
-            return Some(match event.body {
-                EventBody::Delta { text } => Item::Delta(text),
-                EventBody::Reference { reference } => Item::Reference(reference),
-                EventBody::Result { data } => Item::Result(data),
-                EventBody::Reset => Item::Reset,
-                EventBody::Done(done) => {
-                    self.finished = true;
-                    Item::Done(done)
-                }
-                EventBody::Error { code, message } => {
-                    self.finished = true;
-                    Item::Failed { code, message }
-                }
-            });
+        }
+    }
+
+    /// Applies ordering rules to one event; `None` for a duplicate.
+    fn accept(&mut self, event: StreamEvent) -> Option<Item> {
+        if event.seq <= self.last_seq {
+            return None;
+        }
+        if event.seq != self.last_seq + 1 {
+            tracing::warn!(job = %self.job_id, expected = self.last_seq + 1, got = event.seq, "event gap not fillable");
+        }
+        self.last_seq = event.seq;
+        Some(match event.body {
+            EventBody::Delta { text } => Item::Delta(text),
+            EventBody::Reference { reference } => Item::Reference(reference),
+            EventBody::Result { data } => Item::Result(data),
+            EventBody::Reset => Item::Reset,
+            EventBody::Done(done) => {
+                self.finished = true;
+                Item::Done(done)
+            }
+            EventBody::Error { code, message } => {
+                self.finished = true;
+                Item::Failed { code, message }
+            }
+        })
+    }
+}
+
+impl Drop for JobStream {
+    fn drop(&mut self) {
+        if !self.finished && self.cancel_on_abandon {
+            tracing::info!(job = %self.job_id, "client left before the answer finished: cancelling");
+            self.cancel_job();
         }
     }
 }

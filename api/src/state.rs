@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ragq_common::broker::JobPublisher;
+use ragq_common::bus::control::RedisControl;
 use ragq_common::bus::redis::RedisSubscriber;
 use sqlx::PgPool;
 
@@ -14,7 +15,11 @@ pub struct AppState {
     pub jobs: Arc<dyn JobPublisher>,
     /// The process's one Redis subscriber connection.
     pub events: RedisSubscriber,
+    /// Replay reads, job ownership and cancel signals.
+    pub control: RedisControl,
     pub cfg: Arc<ApiConfig>,
+    /// Interactive jobs waiting in the broker, refreshed in the background (admission control).
+    pub queue_depth: Arc<std::sync::atomic::AtomicU32>,
     /// Tells readiness whether the broker connection is up.
     pub broker_connected: Arc<dyn Fn() -> bool + Send + Sync>,
 }

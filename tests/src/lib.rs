@@ -32,6 +32,10 @@ pub fn redis_url() -> String {
     std::env::var("RAGQ_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
+/// Idle test queues are deleted by RabbitMQ after this long (and by [`TestEnv::stop`] at once).
+pub const QUEUE_EXPIRES_MS: u32 = 120_000;
+const QUEUE_EXPIRES: &str = "120000";
+
 /// The demo documents shipped with the repository.
 pub fn demo_docs() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../demo/docs")
@@ -65,6 +69,8 @@ pub struct EnvOptions {
     pub sim: SimConfig,
     pub first_token_timeout_ms: u64,
     pub job_deadline_s: u64,
+    /// Workers' `RAGQ_COALESCE_MS`.
+    pub coalesce_ms: u64,
 }
 
 impl Default for EnvOptions {
@@ -74,6 +80,7 @@ impl Default for EnvOptions {
             sim: SimConfig::fast(),
             first_token_timeout_ms: 5_000,
             job_deadline_s: 30,
+            coalesce_ms: 40,
         }
     }
 }
@@ -95,6 +102,7 @@ pub struct TestEnv {
     db_url: String,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
     opts_first_token_ms: u64,
+    opts_coalesce_ms: u64,
 }
 
 impl TestEnv {
@@ -126,7 +134,7 @@ impl TestEnv {
             "--queue-prefix",
             &queue_prefix,
             "--queue-expires-ms",
-            "600000",
+            QUEUE_EXPIRES,
             "--redis-url",
             &redis_url(),
             "--channel-prefix",
@@ -161,6 +169,9 @@ impl TestEnv {
             ("chat", "sim-error", "openai", "sim:error"),
             ("chat", "sim-stall", "openai", "sim:stall"),
             ("chat", "sim-slow", "openai", "sim:ttft=3000"),
+            ("chat", "sim-long", "openai", "sim:tokens=400:gap=20"),
+            ("chat", "sim-medium", "openai", "sim:tokens=60:gap=20"),
+            ("chat", "sim-huge", "openai", "sim:tokens=30000:gap=1"),
             ("embedding", "sim-embed", "openai", "sim-embed"),
             ("embedding", "local", "local", "local"),
             ("rerank", "sim-rerank", "jina", "sim-rerank"),
@@ -232,6 +243,7 @@ impl TestEnv {
             db_url,
             worker_tasks: Vec::new(),
             opts_first_token_ms: opts.first_token_timeout_ms,
+            opts_coalesce_ms: opts.coalesce_ms,
         };
         for i in 0..opts.workers {
             env.add_worker(&format!("w{}", i + 1)).await;
@@ -252,7 +264,7 @@ impl TestEnv {
             "--queue-prefix",
             &self.queue_prefix,
             "--queue-expires-ms",
-            "600000",
+            QUEUE_EXPIRES,
             "--redis-url",
             &redis_url(),
             "--channel-prefix",
@@ -263,9 +275,50 @@ impl TestEnv {
             &self.opts_first_token_ms.to_string(),
             "--drain-timeout-s",
             "20",
+            "--coalesce-ms",
+            &self.opts_coalesce_ms.to_string(),
         ])
         .expect("worker args")
         .cfg
+    }
+
+    /// Starts a worker as a separate OS process (the `ragq-worker` binary built by
+    /// `cargo build --bins`), for tests that kill or signal it. Its output goes to the test's.
+    pub fn spawn_worker_process(&self, worker_id: &str) -> std::process::Child {
+        let bin = bin_dir().join("ragq-worker");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
+            bin.display()
+        );
+        std::process::Command::new(bin)
+            .args([
+                "--database-url",
+                &self.db_url,
+                "--db-max-connections",
+                "8",
+                "--amqp-url",
+                &amqp_url(),
+                "--queue-prefix",
+                &self.queue_prefix,
+                "--queue-expires-ms",
+                QUEUE_EXPIRES,
+                "--redis-url",
+                &redis_url(),
+                "--channel-prefix",
+                &self.queue_prefix,
+                "--worker-id",
+                worker_id,
+                "--first-token-timeout-ms",
+                &self.opts_first_token_ms.to_string(),
+                "--drain-timeout-s",
+                "20",
+                "--coalesce-ms",
+                &self.opts_coalesce_ms.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("spawn ragq-worker")
     }
 
     /// Starts one more worker, stopped with the environment.
@@ -351,6 +404,20 @@ impl TestEnv {
         serde_json::from_str(&body).expect("json body")
     }
 
+    /// A broker client on this environment's queues (to inspect depth or the dead-letter queue).
+    pub async fn broker(&self) -> ragq_common::broker::rabbitmq::RabbitMq {
+        let mut t = ragq_common::broker::rabbitmq::Topology::new(self.queue_prefix.clone());
+        t.expires_ms = Some(QUEUE_EXPIRES_MS);
+        ragq_common::broker::rabbitmq::RabbitMq::connect(
+            &amqp_url(),
+            t,
+            "test-probe",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("broker probe")
+    }
+
     /// Redis `CLIENT LIST` lines whose name starts with `prefix`.
     pub async fn redis_clients_named(&self, prefix: &str) -> Vec<String> {
         let client = redis::Client::open(redis_url()).expect("redis url");
@@ -374,11 +441,34 @@ impl TestEnv {
             .collect()
     }
 
-    /// Stops api and workers (waits for workers to drain) and drops the database.
+    /// Stops api and workers (waits for workers to drain), deletes the test's queues and drops
+    /// the database.
     pub async fn stop(self) {
         self.shutdown.cancel();
         for t in self.worker_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        // Quorum queues are Raft groups: hundreds of leftovers slow RabbitMQ for everyone.
+        if let Ok(conn) =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+        {
+            if let Ok(ch) = conn.create_channel().await {
+                for q in ["interactive", "batch", "ingest", "dead"] {
+                    let _ = ch
+                        .queue_delete(
+                            format!("{}.jobs.{q}", self.queue_prefix).into(),
+                            Default::default(),
+                        )
+                        .await;
+                }
+                let _ = ch
+                    .exchange_delete(
+                        format!("{}.dlx", self.queue_prefix).into(),
+                        Default::default(),
+                    )
+                    .await;
+            }
+            let _ = conn.close(200, "test done".into()).await;
         }
         self.db.close().await;
         if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_admin_url())).await {
@@ -398,4 +488,16 @@ pub fn parse_sse(body: &str) -> Vec<Value> {
         .filter_map(|l| l.strip_prefix("data:"))
         .map(|d| serde_json::from_str(d.trim()).unwrap_or_else(|e| panic!("bad event {d}: {e}")))
         .collect()
+}
+
+/// Where the workspace's binaries are (`$CARGO_TARGET_DIR` or `target/`, debug profile;
+/// `RAGQ_BIN_DIR` overrides).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("RAGQ_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug")
 }

@@ -266,7 +266,7 @@ async fn auth_and_ownership_errors_publish_nothing() {
         &ragq_tests::amqp_url(),
         {
             let mut t = ragq_common::broker::rabbitmq::Topology::new(env.queue_prefix.clone());
-            t.expires_ms = Some(600_000);
+            t.expires_ms = Some(ragq_tests::QUEUE_EXPIRES_MS);
             t
         },
         "test-probe",

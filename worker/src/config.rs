@@ -23,6 +23,9 @@ pub struct WorkerConfig {
     #[arg(long, env = "RAGQ_INGEST_PREFETCH", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub ingest_prefetch: u16,
+    /// Address for `/healthz` and `/readyz` (unset: no health server).
+    #[arg(long, env = "RAGQ_WORKER_HEALTH_ADDR")]
+    pub health_addr: Option<std::net::SocketAddr>,
     /// This worker's id (logs, saved turns); defaults to `worker-<pid>`.
     #[arg(long, env = "RAGQ_WORKER_ID")]
     pub worker_id: Option<String>,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ragq_common::broker::{Delivery, JobConsumer};
+use ragq_common::bus::control::CancelWatcher;
 use ragq_common::job::Job;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +17,7 @@ use crate::pipeline::{Outcome, Pipeline};
 pub async fn consume(
     mut consumer: impl JobConsumer,
     pipeline: Arc<Pipeline>,
+    cancels: CancelWatcher,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -31,14 +33,13 @@ pub async fn consume(
                 break;
             }
             Some(Ok(delivery)) => {
-                let pipeline = pipeline.clone();
-                tracker.spawn(handle(delivery, pipeline));
+                tracker.spawn(handle(delivery, pipeline.clone(), cancels.clone()));
             }
         }
     }
 }
 
-async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>) {
+async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatcher) {
     let job = match Job::decode(&delivery.payload) {
         Ok(job) => job,
         Err(e) => {
@@ -51,9 +52,23 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>) {
         }
     };
     let redelivered = delivery.redelivered || delivery.delivery_count > 0;
-    let outcome = pipeline
-        .run(&job, redelivered, CancellationToken::new())
-        .await;
+    // Cancelled while queued: the token comes back already cancelled and the job is skipped.
+    let watch = cancels.watch(job.id).await;
+    // Run the job in its own task so that a panic in it cannot leave the delivery unsettled
+    // (holding a prefetch slot forever): a panicking job is requeued, and the queue's delivery
+    // limit dead-letters it if it keeps failing.
+    let run = {
+        let (pipeline, job, token) = (pipeline.clone(), job.clone(), watch.token.clone());
+        tokio::spawn(async move { pipeline.run(&job, redelivered, token).await })
+    };
+    let outcome = match run.await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "job task failed; requeueing");
+            Outcome::Requeue
+        }
+    };
+    drop(watch);
     let settled = match outcome {
         Outcome::Finished => delivery.settle.ack().await,
         Outcome::Requeue => {

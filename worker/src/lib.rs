@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod consumer;
+pub mod health;
 pub mod ingest;
 pub mod jobs;
 pub mod pipeline;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use ragq_common::broker::BrokerError;
 use ragq_common::broker::rabbitmq::RabbitMq;
 use ragq_common::bus::BusError;
+use ragq_common::bus::control::CancelWatcher;
 use ragq_common::bus::redis::RedisPublisher;
 use ragq_common::db::DbError;
 use ragq_common::job::Lane;
@@ -44,6 +46,7 @@ pub struct Worker {
     cfg: WorkerConfig,
     broker: RabbitMq,
     pipeline: Arc<pipeline::Pipeline>,
+    cancels: CancelWatcher,
 }
 
 impl Worker {
@@ -59,6 +62,7 @@ impl Worker {
         )
         .await?;
         let bus = Arc::new(RedisPublisher::connect(&cfg.bus.url, &cfg.bus.prefix).await?);
+        let cancels = CancelWatcher::start(&cfg.bus.url, &cfg.bus.prefix).await?;
         let pipeline = Arc::new(pipeline::Pipeline {
             db,
             providers: providers::Providers::new(cfg.timeouts())?,
@@ -74,6 +78,7 @@ impl Worker {
             cfg,
             broker,
             pipeline,
+            cancels,
         })
     }
 
@@ -81,6 +86,24 @@ impl Worker {
     /// timeout) for the jobs in flight to finish and be acked.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let tracker = TaskTracker::new();
+        let health_stop = CancellationToken::new();
+        if let Some(addr) = self.cfg.health_addr {
+            let control = ragq_common::bus::control::RedisControl::connect(
+                &self.cfg.bus.url,
+                &self.cfg.bus.prefix,
+            )
+            .await?;
+            let (db, broker, stop) = (
+                self.pipeline.db.clone(),
+                self.broker.clone(),
+                health_stop.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = health::serve(addr, db, broker, control, stop).await {
+                    tracing::error!(error = %e, "health endpoint failed");
+                }
+            });
+        }
         let mut lanes = Vec::new();
         for lane in Lane::ALL {
             let tag = format!("{}-{}", self.pipeline.worker_id, lane.as_str());
@@ -93,6 +116,7 @@ impl Worker {
             lanes.push(tokio::spawn(consumer::consume(
                 consumer,
                 self.pipeline.clone(),
+                self.cancels.clone(),
                 tracker.clone(),
                 shutdown.clone(),
             )));
@@ -109,6 +133,7 @@ impl Worker {
                 "drain timeout: jobs left unacked will be redelivered"
             );
         }
+        health_stop.cancel();
         self.broker.close().await;
         Ok(())
     }

@@ -155,33 +155,77 @@ pub async fn completions(
         params: serde_json::Value::Null,
         trace: None,
     };
+    let stream = start_job(&state, &job, Lane::Interactive).await?;
+
+    let mut resp = if req.stream {
+        stream_answer(stream, &job.message_id, &session_id)
+    } else {
+        collect_answer(stream, &job.message_id, &session_id).await
+    };
+    set_job_header(&mut resp, job.id);
+    Ok(resp)
+}
+
+/// `X-Ragq-Job-Id`: lets a client stop the job or resume its stream (see `routes::jobs`).
+pub const JOB_ID_HEADER: &str = "x-ragq-job-id";
+
+pub fn set_job_header(resp: &mut Response, job_id: Uuid) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&job_id.to_string()) {
+        resp.headers_mut().insert(JOB_ID_HEADER, v);
+    }
+}
+
+/// Subscribes to `job`'s events, **then** publishes it on `lane` and waits for the broker's
+/// confirm, so the job's first event cannot be missed. The returned stream gives up a little
+/// after the job's deadline, so the worker's own timeout error normally arrives first. A bus or
+/// broker failure is HTTP 503 (nothing was published, or the client will see nothing of it).
+pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStream, ApiError> {
+    // Admission: refuse new work rather than queue it past what can be served in time.
+    if state.events.open_streams() >= state.cfg.max_open_streams {
+        return Err(ApiError::busy(
+            "Too many open streams on this server, retry later.",
+        ));
+    }
+    if lane == Lane::Interactive
+        && state.queue_depth.load(std::sync::atomic::Ordering::Relaxed) > state.cfg.max_queue_depth
+    {
+        return Err(ApiError::busy(
+            "Too many questions are waiting, retry later.",
+        ));
+    }
     // Subscribe first: no event can be published before we listen.
     let sub = state.events.subscribe(job.id).await.map_err(|e| {
         tracing::warn!(error = %e, "subscribe failed");
         ApiError::unavailable("The event bus is unavailable, retry later.")
     })?;
+    // Remember who owns the job (stop and resume check it) before anyone can see its id.
+    let ttl = Duration::from_millis(job.remaining_ms().max(1) as u64);
+    let owner = format!(
+        "{} {} {}",
+        job.tenant_id,
+        job.message_id,
+        job.session_id.as_deref().unwrap_or("")
+    );
     state
-        .jobs
-        .publish(Lane::Interactive, &job)
+        .control
+        .set_owner(job.id, &owner, ttl)
         .await
         .map_err(|e| {
-            tracing::warn!(error = %e, "publish failed");
-            ApiError::unavailable("The job queue is unavailable, retry later.")
+            tracing::warn!(error = %e, "recording the job owner failed");
+            ApiError::unavailable("The event bus is unavailable, retry later.")
         })?;
-    // A little longer than the job's own deadline, so the worker's timeout error arrives first.
-    let stream = JobStream::new(
-        sub,
-        Instant::now() + Duration::from_secs(deadline_s) + Duration::from_secs(2),
-    );
-
-    if req.stream {
-        Ok(stream_answer(stream, &job.message_id, &session_id))
-    } else {
-        Ok(collect_answer(stream, &job.message_id, &session_id).await)
-    }
+    state.jobs.publish(lane, job).await.map_err(|e| {
+        tracing::warn!(error = %e, "publish failed");
+        ApiError::unavailable("The job queue is unavailable, retry later.")
+    })?;
+    Ok(
+        JobStream::new(sub, job.id, Instant::now() + ttl + Duration::from_secs(2))
+            .with_replay(state.control.clone())
+            .cancel_on_abandon(),
+    )
 }
 
-fn stream_answer(stream: JobStream, message_id: &str, session_id: &str) -> Response {
+pub fn stream_answer(stream: JobStream, message_id: &str, session_id: &str) -> Response {
     let format = ragflow::RagflowSse::new(message_id, session_id);
     let body = futures::stream::unfold((stream, format), |(mut stream, mut format)| async move {
         loop {

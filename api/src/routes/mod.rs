@@ -1,11 +1,18 @@
 //! HTTP routes, one module per resource.
 
+pub mod chats;
+pub mod chunks;
 pub mod completions;
+pub mod datasets;
+pub mod documents;
 pub mod health;
+pub mod jobs;
+pub mod openai;
+pub mod retrieval;
 pub mod sessions;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::envelope::ApiError;
 use crate::state::AppState;
@@ -18,9 +25,74 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/chats/{chat_id}/completions",
             post(completions::completions),
         )
-        .route("/api/v1/chats/{chat_id}/sessions", post(sessions::create))
+        .route(
+            "/api/v1/chats/{chat_id}/completions/{job_id}",
+            get(jobs::resume),
+        )
+        .route(
+            "/api/v1/chats/{chat_id}/completions/{job_id}/stop",
+            post(jobs::stop),
+        )
+        .route(
+            "/api/v1/chats",
+            post(chats::create).get(chats::list).delete(chats::delete),
+        )
+        .route("/api/v1/chats/{chat_id}", put(chats::update))
+        .route(
+            "/api/v1/chats/{chat_id}/sessions",
+            post(sessions::create)
+                .get(sessions::list)
+                .delete(sessions::delete),
+        )
+        .route(
+            "/api/v1/chats/{chat_id}/sessions/{session_id}",
+            put(sessions::update),
+        )
+        .route(
+            "/api/v1/chats_openai/{chat_id}/chat/completions",
+            post(openai::chat_completions),
+        )
+        .route(
+            "/api/v1/datasets",
+            post(datasets::create)
+                .get(datasets::list)
+                .delete(datasets::delete),
+        )
+        .route("/api/v1/datasets/{dataset_id}", put(datasets::update))
+        // POST (upload) is `documents::upload_router`, merged in lib.rs with its own body limit.
+        .route(
+            "/api/v1/datasets/{dataset_id}/documents",
+            get(documents::list).delete(documents::delete),
+        )
+        .route(
+            "/api/v1/datasets/{dataset_id}/chunks",
+            post(chunks::parse).delete(chunks::stop_parsing),
+        )
+        .route(
+            "/api/v1/datasets/{dataset_id}/documents/{document_id}/chunks",
+            get(chunks::list).post(chunks::add).delete(chunks::remove),
+        )
+        .route("/api/v1/retrieval", post(retrieval::retrieval))
         .fallback(|| async { ApiError::new(404, "Not Found") })
+        .method_not_allowed_fallback(|| async { ApiError::new(405, "Method Not Allowed") })
         .with_state(state)
+}
+
+/// Turns the body-limit layer's bare `413 length limit exceeded` (text/plain) into RAGFlow's
+/// envelope: HTTP 200, code 101, like any other bad argument.
+pub async fn envelope_payload_too_large<B>(
+    resp: axum::http::Response<B>,
+) -> axum::response::Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return axum::response::IntoResponse::into_response(ApiError::argument(
+            "The request body is larger than the server accepts (RAGQ_MAX_BODY_BYTES).",
+        ));
+    }
+    resp.map(axum::body::Body::new)
 }
 
 /// Parses a JSON object body; anything else is RAGFlow's argument error.

@@ -1,5 +1,6 @@
 //! Client wire formats: how a job's [`Item`](crate::relay::Item)s are written for each API.
 
+pub mod openai;
 pub mod ragflow;
 
 use axum::body::Body;

@@ -17,9 +17,9 @@ use futures::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-        BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-        QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+        BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -130,6 +130,93 @@ impl RabbitMq {
             .await
             .map_err(proto)?;
         Ok(RabbitConsumer { channel, consumer })
+    }
+
+    /// Lists up to `limit` dead-lettered jobs without removing them.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        let channel = self.conn.create_channel().await.map_err(proto)?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let got = channel
+                .basic_get(
+                    ShortString::from(self.topology.dead_letter_queue()),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await
+                .map_err(proto)?;
+            let Some(msg) = got else { break };
+            out.push(DeadLetter {
+                reason: death_reason(&msg.delivery.properties),
+                payload: msg.delivery.data,
+            });
+        }
+        // Closing the channel returns every unacked message to the queue, untouched.
+        let _ = channel.close(200, "listed".into()).await;
+        Ok(out)
+    }
+
+    /// Moves dead-lettered jobs back to their queue — every one, or only the job `only`.
+    /// Returns how many were replayed. Each is re-published with confirms before it is removed
+    /// from the dead-letter queue, so a failure never loses one.
+    pub async fn replay_dead_letters(
+        &self,
+        only: Option<uuid::Uuid>,
+    ) -> Result<usize, BrokerError> {
+        let channel = self.conn.create_channel().await.map_err(proto)?;
+        let mut replayed = 0;
+        let total = self.dead_count(&channel).await?;
+        for _ in 0..total {
+            let got = channel
+                .basic_get(
+                    ShortString::from(self.topology.dead_letter_queue()),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await
+                .map_err(proto)?;
+            let Some(msg) = got else { break };
+            let job = Job::decode(&msg.delivery.data).ok();
+            let wanted = match (&job, only) {
+                (Some(j), Some(id)) => j.id == id,
+                (Some(_), None) => true,
+                (None, _) => false, // undecodable: replaying cannot help
+            };
+            match job {
+                Some(mut job) if wanted => {
+                    let lane = if job.kind == crate::job::JobKind::Ingest {
+                        Lane::Ingest
+                    } else {
+                        Lane::Interactive
+                    };
+                    // A replayed job gets a fresh deadline: the old one has usually passed.
+                    job.deadline_ms = crate::now_ms() + 10 * 60 * 1000;
+                    self.publish(lane, &job).await?;
+                    msg.delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(proto)?;
+                    replayed += 1;
+                }
+                _ => {}
+            }
+        }
+        let _ = channel.close(200, "replayed".into()).await;
+        Ok(replayed)
+    }
+
+    async fn dead_count(&self, channel: &Channel) -> Result<u32, BrokerError> {
+        let q = channel
+            .queue_declare(
+                ShortString::from(self.topology.dead_letter_queue()),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(proto)?;
+        Ok(q.message_count())
     }
 
     /// Closes the connection (graceful shutdown).
@@ -265,6 +352,27 @@ impl JobPublisher for RabbitMq {
             .map_err(proto)?;
         Ok(queue.message_count())
     }
+}
+
+/// A job in the dead-letter queue.
+pub struct DeadLetter {
+    pub payload: Vec<u8>,
+    /// Why it was dead-lettered (`rejected`, `delivery_limit`, `expired` …).
+    pub reason: String,
+}
+
+fn death_reason(props: &BasicProperties) -> String {
+    let deaths = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-death").cloned());
+    if let Some(AMQPValue::FieldArray(arr)) = deaths
+        && let Some(AMQPValue::FieldTable(first)) = arr.as_slice().first()
+        && let Some(AMQPValue::LongString(reason)) = first.inner().get("reason")
+    {
+        return reason.to_string();
+    }
+    "unknown".into()
 }
 
 /// Consumes one lane.

@@ -5,6 +5,7 @@
 //! event cannot be missed; one subscriber connection per ingress process multiplexes every open
 //! stream. [`redis`] is the implementation.
 
+pub mod control;
 pub mod redis;
 
 use async_trait::async_trait;
@@ -25,6 +26,9 @@ pub enum BusError {
 #[async_trait]
 pub trait EventPublisher: Send + Sync + 'static {
     async fn publish(&self, job_id: Uuid, event: &StreamEvent) -> Result<(), BusError>;
+    /// The `seq` of the last event published for the job (0 if none), so that a redelivered job
+    /// continues the numbering instead of restarting it.
+    async fn last_seq(&self, job_id: Uuid) -> Result<u64, BusError>;
 }
 
 /// Subscribes to a job's events (ingress side).

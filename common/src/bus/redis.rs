@@ -25,7 +25,17 @@ pub fn channel(prefix: &str, job_id: Uuid) -> String {
     format!("{prefix}:stream:{job_id}")
 }
 
-/// Worker side: publishes events over a multiplexed connection.
+/// Key of a job's replay stream (a capped-by-time Redis Stream of every event).
+pub fn replay_key(prefix: &str, job_id: Uuid) -> String {
+    format!("{prefix}:replay:{job_id}")
+}
+
+/// How long a job's replay stream lives after its last event.
+pub const REPLAY_TTL_S: i64 = 600;
+
+/// Worker side: publishes events over a multiplexed connection. Every event is appended to the
+/// job's replay stream (expiring [`REPLAY_TTL_S`] after the last event — an expiry, not MAXLEN
+/// trimming, so a reader's cursor is never cut) and then published, in one round trip.
 #[derive(Clone)]
 pub struct RedisPublisher {
     conn: ConnectionManager,
@@ -47,12 +57,46 @@ impl RedisPublisher {
 impl EventPublisher for RedisPublisher {
     async fn publish(&self, job_id: Uuid, event: &StreamEvent) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("PUBLISH")
+        let payload = event.encode();
+        let key = replay_key(&self.prefix, job_id);
+        let _: () = redis::pipe()
+            .cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg("e")
+            .arg(&payload)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(REPLAY_TTL_S)
+            .ignore()
+            .cmd("PUBLISH")
             .arg(channel(&self.prefix, job_id))
-            .arg(event.encode())
+            .arg(&payload)
+            .ignore()
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    async fn last_seq(&self, job_id: Uuid) -> Result<u64, BusError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(replay_key(&self.prefix, job_id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply
+            .ids
+            .first()
+            .and_then(|entry| match entry.map.get("e") {
+                Some(redis::Value::BulkString(b)) => StreamEvent::decode(b).ok(),
+                _ => None,
+            })
+            .map_or(0, |e| e.seq))
     }
 }
 
@@ -213,6 +257,13 @@ async fn route_messages(shared: Arc<Shared>, mut stream: PubSubStream, url: Stri
                     }
                     if let Ok(mut s) = shared.sink.lock() {
                         *s = Some(sink);
+                    }
+                    // Events published while we were away are only in the replay streams: an
+                    // empty payload tells each reader to catch up from there.
+                    if let Ok(routes) = shared.routes.lock() {
+                        for route in routes.values() {
+                            let _ = route.tx.try_send(Vec::new());
+                        }
                     }
                     tracing::info!(streams = channels.len(), "redis pub/sub reconnected");
                     stream = new_stream;

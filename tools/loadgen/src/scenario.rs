@@ -529,6 +529,10 @@ impl StreamState {
         if let Some(content) = choice.delta.and_then(|d| d.content)
             && !content.is_empty()
         {
+            // RAGFlow's OpenAI route reports a failure as a content chunk, not an error object.
+            if content.starts_with("**ERROR**") {
+                return self.fail(Reason::ErrorEvent, content);
+            }
             self.on_answer_text(now);
             self.chars += content.chars().count() as u64;
         }
@@ -942,6 +946,9 @@ mod tests {
         let f = feed(Protocol::OpenAi, &[text, stop]).expect_err("no done");
         assert_eq!(f.reason, Reason::IncompleteStream);
         let f = feed(Protocol::OpenAi, &[text, r#"{"error":{"message":"x"}}"#]).expect_err("error");
+        assert_eq!(f.reason, Reason::ErrorEvent);
+        let error_chunk = r#"{"choices":[{"delta":{"content":"**ERROR**: upstream failed"},"finish_reason":null,"index":0}]}"#;
+        let f = feed(Protocol::OpenAi, &[error_chunk]).expect_err("error chunk");
         assert_eq!(f.reason, Reason::ErrorEvent);
     }
 

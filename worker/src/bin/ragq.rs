@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ragq_common::config::DbConfig;
+use ragq_common::config::{BrokerConfig, DbConfig};
 use ragq_worker::admin::{self, NewChat};
 use ragq_worker::providers::{ModelSpec, Providers, Timeouts};
 
@@ -15,6 +15,8 @@ use ragq_worker::providers::{ModelSpec, Providers, Timeouts};
 struct Cli {
     #[command(flatten)]
     db: DbConfig,
+    #[command(flatten)]
+    broker: BrokerConfig,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -23,6 +25,16 @@ struct Cli {
 enum Cmd {
     /// Apply database migrations and exit.
     Migrate,
+    /// List dead-lettered jobs (without removing them): one JSON line each.
+    DlqList {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Put dead-lettered jobs back on their queue: all of them, or only `--job ID`.
+    DlqReplay {
+        #[arg(long)]
+        job: Option<uuid::Uuid>,
+    },
     /// Create a tenant and its first API key (printed once).
     CreateTenant {
         #[arg(long)]
@@ -93,6 +105,27 @@ async fn main() -> anyhow::Result<()> {
         .context("database")?;
     match cli.cmd {
         Cmd::Migrate => println!("MIGRATED=1"),
+        Cmd::DlqList { limit } => {
+            let broker = connect_broker(&cli.broker).await?;
+            for dead in broker.dead_letters(limit).await? {
+                let line = match ragq_common::job::Job::decode(&dead.payload) {
+                    Ok(job) => serde_json::json!({
+                        "job_id": job.id, "kind": job.kind, "tenant_id": job.tenant_id, "chat_id": job.chat_id,
+                        "question": job.question, "reason": dead.reason,
+                    }),
+                    Err(e) => serde_json::json!({
+                        "undecodable": e.to_string(), "reason": dead.reason,
+                        "payload": String::from_utf8_lossy(&dead.payload),
+                    }),
+                };
+                println!("{line}");
+            }
+        }
+        Cmd::DlqReplay { job } => {
+            let broker = connect_broker(&cli.broker).await?;
+            let n = broker.replay_dead_letters(job).await?;
+            println!("REPLAYED={n}");
+        }
         Cmd::CreateTenant { name } => {
             let t = admin::create_tenant(&db, &name).await?;
             println!("RAGQ_TENANT_ID={}\nRAGQ_API_KEY={}", t.tenant_id, t.api_key);
@@ -163,4 +196,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn connect_broker(
+    cfg: &BrokerConfig,
+) -> anyhow::Result<ragq_common::broker::rabbitmq::RabbitMq> {
+    ragq_common::broker::rabbitmq::RabbitMq::connect(
+        &cfg.url,
+        cfg.topology(),
+        "ragq-cli",
+        cfg.publish_timeout(),
+    )
+    .await
+    .context("RabbitMQ")
 }

@@ -196,6 +196,12 @@ pub fn turns_from_messages(messages: &[ChatMessage]) -> Vec<Turn> {
             Role::System => {}
         }
     }
+    if let Some(q) = question {
+        turns.push(Turn {
+            question: q.to_string(),
+            answer: String::new(),
+        });
+    }
     turns
 }
 

@@ -21,6 +21,11 @@ impl JobEvents {
         }
     }
 
+    /// Continues the numbering after `seq` (a redelivered job, after the earlier attempt's events).
+    pub fn continue_after(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
     pub async fn send(&mut self, body: EventBody) -> Result<(), BusError> {
         self.seq += 1;
         let event = StreamEvent {

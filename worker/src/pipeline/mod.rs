@@ -99,7 +99,11 @@ impl Pipeline {
         cancel: &CancellationToken,
     ) -> Result<(), StepError> {
         let started = Instant::now();
+        if cancel.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
         if redelivered {
+            events.continue_after(self.bus.last_seq(job.id).await?);
             // A turn saved by the earlier attempt is replayed, never regenerated or saved again.
             if let Some(saved) = persist::find(&self.db, job).await? {
                 return replay(events, saved).await;
@@ -123,6 +127,7 @@ impl Pipeline {
                     top_k: i64::from(ctx.chat.top_k),
                     similarity_threshold: ctx.chat.similarity_threshold,
                     vector_similarity_weight: ctx.chat.vector_similarity_weight,
+                    document_ids: Vec::new(),
                 };
                 retrieve::retrieve(&self.db, embedder, reranker, &params, &job.question).await?
             }

@@ -8,6 +8,9 @@
 //!    the chat's `vector_similarity_weight`. With a rerank model, the reranker's score replaces
 //!    the cosine.
 //! 3. Drop chunks below `similarity_threshold`, keep the best `top_n`, aggregate per document.
+//!
+//! [`rank`] stops after step 2's threshold and returns every surviving chunk, best first: the
+//! retrieval API (`POST /api/v1/retrieval`) pages through that list itself.
 
 use std::sync::Arc;
 
@@ -21,14 +24,17 @@ use crate::providers::{Embedder, Reranker};
 /// Full-text candidates fetched per query (RAGFlow's RERANK_LIMIT).
 pub const CANDIDATES: i64 = 64;
 
-/// Retrieval settings of a chat.
+/// Retrieval settings of a chat (or of one retrieval request).
 #[derive(Clone, Debug)]
 pub struct Params {
     pub dataset_ids: Vec<String>,
+    /// Chunks wanted. Fewer keyword candidates than this triggers the vector fallback.
     pub top_n: usize,
     pub top_k: i64,
     pub similarity_threshold: f32,
     pub vector_similarity_weight: f32,
+    /// Only chunks of these documents; empty = every document of the datasets.
+    pub document_ids: Vec<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -72,11 +78,13 @@ async fn keyword_candidates(
         "{SELECT},
               to_tsquery('english', replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')) q
          WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ q
+           AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
          ORDER BY ts_rank_cd(c.tsv, q) DESC LIMIT $3"
     )))
     .bind(&p.dataset_ids)
     .bind(question)
     .bind(CANDIDATES)
+    .bind(&p.document_ids)
     .fetch_all(db)
     .await
 }
@@ -88,11 +96,13 @@ async fn vector_candidates(
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(format!(
         "{SELECT} WHERE c.dataset_id = ANY($1) AND c.available AND NOT (c.id = ANY($2))
+           AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
          ORDER BY c.created_at DESC LIMIT $3"
     )))
     .bind(&p.dataset_ids)
     .bind(exclude)
     .bind(p.top_k.max(1))
+    .bind(&p.document_ids)
     .fetch_all(db)
     .await
 }
@@ -107,6 +117,28 @@ pub async fn retrieve(
 ) -> Result<Reference, StepError> {
     if p.dataset_ids.is_empty() || p.top_n == 0 {
         return Ok(Reference::default());
+    }
+    let mut chunks = rank(db, embedder, reranker, p, question).await?;
+    chunks.truncate(p.top_n);
+    let doc_aggs = doc_aggs(&chunks);
+    Ok(Reference {
+        total: chunks.len() as u64,
+        chunks,
+        doc_aggs,
+    })
+}
+
+/// Scores the candidates (see the module docs) and returns every chunk at or above
+/// `similarity_threshold`, best first.
+pub async fn rank(
+    db: &PgPool,
+    embedder: Arc<dyn Embedder>,
+    reranker: Option<Arc<dyn Reranker>>,
+    p: &Params,
+    question: &str,
+) -> Result<Vec<RefChunk>, StepError> {
+    if p.dataset_ids.is_empty() {
+        return Ok(Vec::new());
     }
     let q = [question.to_string()];
     let (qvec, mut candidates) = tokio::try_join!(
@@ -123,7 +155,7 @@ pub async fn retrieve(
         candidates.extend(vector_candidates(db, p, &seen).await?);
     }
     if candidates.is_empty() {
-        return Ok(Reference::default());
+        return Ok(Vec::new());
     }
 
     let query_terms = text::terms(question);
@@ -152,9 +184,8 @@ pub async fn retrieve(
     }
     scored.retain(|s| s.0 >= p.similarity_threshold);
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    scored.truncate(p.top_n);
 
-    let chunks: Vec<RefChunk> = scored
+    Ok(scored
         .into_iter()
         .map(|(sim, term, vector, c)| RefChunk {
             id: c.id,
@@ -170,13 +201,7 @@ pub async fn retrieve(
             term_similarity: term,
             doc_type: String::new(),
         })
-        .collect();
-    let doc_aggs = doc_aggs(&chunks);
-    Ok(Reference {
-        total: chunks.len() as u64,
-        chunks,
-        doc_aggs,
-    })
+        .collect())
 }
 
 /// Chunks per document, most first (ties keep retrieval order).

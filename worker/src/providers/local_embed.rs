@@ -17,3 +17,36 @@ impl Embedder for LocalEmbedder {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    #[tokio::test]
+    async fn one_unit_vector_per_text_matching_the_hashing_embedder() {
+        let spec = spec("embedding", "local", "", "", "");
+        let embedder = providers()
+            .embedder(&spec)
+            .expect("local is an embedding provider");
+        let texts = strings(&["RabbitMQ quorum queue", "  ", "delivery limit of a queue"]);
+        let vectors = embedder
+            .embed(&texts)
+            .await
+            .expect("local embedding never fails");
+        assert_eq!(vectors.len(), 3);
+        for (text, v) in texts.iter().zip(&vectors) {
+            assert_eq!(v, &ragq_common::text::hash_embed(text));
+            assert_eq!(v.len(), ragq_common::text::EMBED_DIM);
+        }
+        let norm: f32 = vectors[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "unit length, got {norm}");
+        // Blank text has no terms: the zero vector, not NaN.
+        assert!(vectors[1].iter().all(|x| *x == 0.0));
+    }
+
+    #[tokio::test]
+    async fn empty_input_gives_no_vectors() {
+        assert!(LocalEmbedder.embed(&[]).await.expect("ok").is_empty());
+    }
+}

@@ -9,12 +9,19 @@
 //! failures (connection errors, 408/429/5xx) — but a chat stream is never retried once its first
 //! token has been read.
 
+pub mod cohere_rerank;
 pub mod jina_rerank;
 pub mod local_embed;
+pub mod localai_rerank;
+pub mod nvidia_rerank;
 pub mod openai_chat;
 pub mod openai_embed;
 pub mod retry;
+pub(crate) mod scores;
 pub mod sse;
+#[cfg(test)]
+mod test_support;
+pub mod xinference_rerank;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -189,6 +196,26 @@ impl Providers {
     pub fn reranker(&self, spec: &ModelSpec) -> Result<Arc<dyn Reranker>, ProviderError> {
         match spec.provider.as_str() {
             "jina" => Ok(Arc::new(jina_rerank::JinaRerank::new(
+                self.http.clone(),
+                spec,
+                &self.timeouts,
+            ))),
+            "xinference" => Ok(Arc::new(xinference_rerank::XinferenceRerank::new(
+                self.http.clone(),
+                spec,
+                &self.timeouts,
+            ))),
+            "localai" => Ok(Arc::new(localai_rerank::LocalAiRerank::new(
+                self.http.clone(),
+                spec,
+                &self.timeouts,
+            ))),
+            "nvidia" => Ok(Arc::new(nvidia_rerank::NvidiaRerank::new(
+                self.http.clone(),
+                spec,
+                &self.timeouts,
+            ))),
+            "cohere" => Ok(Arc::new(cohere_rerank::CohereRerank::new(
                 self.http.clone(),
                 spec,
                 &self.timeouts,

@@ -1,0 +1,348 @@
+//! Fault tests that do not stop shared services (those are in `outages.rs`, run alone): worker
+//! crash, graceful drain, poison messages and the dead-letter queue, a client that never reads.
+//! Each is bounded in time and count, targets only 127.0.0.1, and prints its figures.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ragq_common::broker::JobPublisher;
+use ragq_common::broker::rabbitmq::{RabbitMq, Topology};
+use ragq_common::job::{JOB_VERSION, Job, JobKind, Lane};
+use ragq_tests::{EnvOptions, TestEnv, amqp_url};
+use serde_json::{Value, json};
+
+const QUESTION: &str = "What is the delivery limit of the job queue?";
+
+async fn broker(env: &TestEnv) -> RabbitMq {
+    let mut t = Topology::new(env.queue_prefix.clone());
+    t.expires_ms = Some(ragq_tests::QUEUE_EXPIRES_MS);
+    RabbitMq::connect(&amqp_url(), t, "test-probe", Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+fn is_complete(events: &[Value]) -> bool {
+    events.len() >= 2
+        && events.last() == Some(&json!({"code": 0, "data": true}))
+        && events[events.len() - 2]["code"] == 0
+        && events[events.len() - 2]["data"]["answer"]
+            .as_str()
+            .is_some_and(|a| a.contains("five attempts"))
+}
+
+async fn turns(env: &TestEnv) -> (i64, i64) {
+    sqlx::query_as("SELECT count(*), count(DISTINCT job_id) FROM turns")
+        .fetch_one(&env.db)
+        .await
+        .unwrap()
+}
+
+/// kill -9 one of two workers while 100 streams are open: every client still gets a complete
+/// answer (the redelivered jobs are regenerated behind a `reset`), each answer saved once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_stream_loses_nothing() {
+    let env = TestEnv::start(EnvOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let chat = env.chat_with_model("medium", "sim-medium").await;
+    let session = env.create_session(&chat).await;
+    let mut victim = env.spawn_worker_process("victim");
+    let mut survivor = env.spawn_worker_process("survivor");
+    wait_for_consumers(&env, 2).await;
+
+    let started = Instant::now();
+    let streams =
+        futures::future::join_all((0..100).map(|_| env.ask_stream(&chat, &session, QUESTION)));
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        victim.kill().unwrap(); // SIGKILL
+        victim.wait().unwrap();
+    };
+    let (results, ()) = tokio::join!(streams, kill);
+    let complete = results.iter().filter(|e| is_complete(e)).count();
+    // A regenerated stream shows an answer shorter than the one before it.
+    let answer_len = |e: &Value| e["data"]["answer"].as_str().map(str::len);
+    let resets = results
+        .iter()
+        .filter(|events| {
+            let lens: Vec<usize> = events.iter().filter_map(answer_len).collect();
+            lens.windows(2).any(|w| w[1] < w[0])
+        })
+        .count();
+    let (saved, distinct) = turns(&env).await;
+    let by_worker: Vec<(String, i64)> =
+        sqlx::query_as("SELECT worker_id, count(*) FROM turns GROUP BY 1 ORDER BY 1")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    println!(
+        "kill -9: {complete}/100 complete in {:?}, {resets} streams restarted, {saved} turns saved ({distinct} distinct jobs), by worker {by_worker:?}",
+        started.elapsed()
+    );
+    assert_eq!(complete, 100);
+    assert_eq!((saved, distinct), (100, 100));
+    survivor.kill().unwrap();
+    let _ = survivor.wait();
+    env.stop().await;
+}
+
+/// SIGTERM a worker holding 200 jobs: it stops consuming, finishes all 200, exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_jobs() {
+    let env = TestEnv::start(EnvOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let chat = env.chat_with_model("medium", "sim-medium").await;
+    let session = env.create_session(&chat).await;
+    let mut worker = env.spawn_worker_process("draining");
+    wait_for_consumers(&env, 1).await;
+
+    let streams =
+        futures::future::join_all((0..200).map(|_| env.ask_stream(&chat, &session, QUESTION)));
+    let term = async {
+        // Wait until the jobs are in flight, then ask the worker to stop.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while env.sim.stats.chat_requests.load(Ordering::SeqCst) < 200 && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let in_flight = env.sim.stats.chat_requests.load(Ordering::SeqCst);
+        let signalled = Instant::now();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let status = tokio::task::spawn_blocking(move || worker.wait().unwrap())
+            .await
+            .unwrap();
+        (in_flight, signalled.elapsed(), status)
+    };
+    let (results, (in_flight, drained_in, status)) = tokio::join!(streams, term);
+    let complete = results.iter().filter(|e| is_complete(e)).count();
+    println!(
+        "SIGTERM with {in_flight} jobs in flight: exited {status} after {drained_in:?}; {complete}/200 complete"
+    );
+    assert!(status.success(), "worker exit status {status}");
+    assert_eq!(complete, 200, "0 failed");
+    assert_eq!(turns(&env).await, (200, 200));
+    env.stop().await;
+}
+
+/// An undecodable job is dead-lettered at once while other jobs keep flowing; an operator can
+/// list the dead-letter queue and replay a job from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_jobs_are_dead_lettered_and_replayable() {
+    let env = TestEnv::start(EnvOptions::default()).await;
+    let broker = broker(&env).await;
+    // Garbage, and a job of a version this build does not know, straight onto the queue.
+    let channel_probe = broker.clone();
+    let mut future_job = serde_json::to_value(fake_job(&env, None)).unwrap();
+    future_job["v"] = json!(99);
+    for payload in [
+        b"not json at all".to_vec(),
+        serde_json::to_vec(&future_job).unwrap(),
+    ] {
+        raw_publish(
+            &channel_probe,
+            &env.queue_prefix,
+            "jobs.interactive",
+            &payload,
+        )
+        .await;
+    }
+    let session = env.create_session(&env.chat_id).await;
+    let answers =
+        futures::future::join_all((0..20).map(|_| env.ask(&env.chat_id, &session, QUESTION))).await;
+    assert!(answers.iter().all(|a| a["code"] == 0), "jobs kept flowing");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dead = loop {
+        let dead = broker.dead_letters(10).await.unwrap();
+        if dead.len() >= 2 || Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "dead letters: {:?}",
+        dead.iter().map(|d| d.reason.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d.reason == "rejected"));
+    // Listing does not remove them.
+    assert_eq!(broker.dead_letters(10).await.unwrap().len(), 2);
+
+    // A valid job that ended in the dead-letter queue is replayed and answered.
+    let job = fake_job(&env, Some(session.clone()));
+    raw_publish(&broker, &env.queue_prefix, "jobs.dead", &job.encode()).await;
+    assert_eq!(broker.replay_dead_letters(Some(job.id)).await.unwrap(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM turns WHERE job_id = $1")
+            .bind(job.id)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replayed job never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        broker.dead_letters(10).await.unwrap().len(),
+        2,
+        "undecodable ones stay"
+    );
+    assert_eq!(broker.depth(Lane::Interactive).await.unwrap(), 0);
+    broker.close().await;
+    env.stop().await;
+}
+
+/// A client that never reads: its bounded buffer fills, the stream is cut and the job cancelled
+/// (the model's stream is dropped) instead of the ingress buffering without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off() {
+    // One event per token: thousands of events, far more than the per-stream buffer.
+    let env = TestEnv::start(EnvOptions {
+        coalesce_ms: 0,
+        ..Default::default()
+    })
+    .await;
+    // No datasets: the simulator's answer is then as long as asked (30,000 tokens, 1 ms apart).
+    let chat = ragq_worker::admin::create_chat(
+        &env.db,
+        &env.tenant_id,
+        &ragq_worker::admin::NewChat {
+            name: "huge",
+            llm_model: "sim-huge",
+            dataset_ids: &[],
+            rerank_model: "",
+            top_n: 6,
+            similarity_threshold: 0.2,
+            vector_similarity_weight: 0.3,
+        },
+    )
+    .await
+    .unwrap();
+    let session = env.create_session(&chat).await;
+    let resp = env
+        .http
+        .post(format!("{}/api/v1/chats/{chat}/completions", env.url))
+        .header("Authorization", env.auth())
+        .json(&json!({"question": QUESTION, "stream": true, "session_id": session}))
+        .send()
+        .await
+        .unwrap();
+    // Hold the response without reading it, until the ingress lets go of the stream.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut was_open = false;
+    loop {
+        let open = env.subscriber.open_streams();
+        was_open |= open == 1;
+        if was_open && open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow reader was never cut off: sim {:?}",
+            env.sim.stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut_after = Instant::now();
+    // What the client can still read is bounded (socket buffers + the per-stream buffer), and
+    // it ends with an error event and the end line.
+    let body = tokio::time::timeout(Duration::from_secs(20), resp.bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    println!(
+        "slow reader cut; {} MB were still deliverable after the cut (read in {:?}); sim {:?}",
+        body.len() / (1 << 20),
+        cut_after.elapsed(),
+        env.sim.stats.snapshot()
+    );
+    assert!(
+        text.contains("read too slowly"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    assert!(text.ends_with("data:{\"code\": 0, \"data\": true}\n\n"));
+    env.stop().await;
+}
+
+/// Waits until `n` consumers are attached to the interactive queue (bounded).
+async fn wait_for_consumers(env: &TestEnv, n: u32) {
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = ch
+            .queue_declare(
+                format!("{}.jobs.interactive", env.queue_prefix).into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        if q.consumer_count() >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "workers never started consuming");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+fn fake_job(env: &TestEnv, session: Option<String>) -> Job {
+    Job {
+        v: JOB_VERSION,
+        id: uuid::Uuid::now_v7(),
+        kind: JobKind::Chat,
+        tenant_id: env.tenant_id.clone(),
+        chat_id: env.chat_id.clone(),
+        session_id: session,
+        message_id: uuid::Uuid::new_v4().to_string(),
+        question: QUESTION.into(),
+        messages: vec![],
+        options: Default::default(),
+        deadline_ms: ragq_common::now_ms() + 60_000,
+        params: Value::Null,
+        trace: None,
+    }
+}
+
+/// Publishes raw bytes to `{prefix}.{queue}` with confirms, bypassing ragq's publisher.
+async fn raw_publish(_broker: &RabbitMq, prefix: &str, queue: &str, payload: &[u8]) {
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            format!("{prefix}.{queue}").into(),
+            Default::default(),
+            payload,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    let _ = conn.close(200, "done".into()).await;
+}

@@ -1,0 +1,60 @@
+//! The worker's own small HTTP server: `/healthz` (the process is alive) and `/readyz`
+//! (PostgreSQL, RabbitMQ and Redis are reachable), for orchestrators' probes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use ragq_common::broker::rabbitmq::RabbitMq;
+use ragq_common::bus::control::RedisControl;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct Probe {
+    db: PgPool,
+    broker: RabbitMq,
+    redis: Arc<RedisControl>,
+}
+
+async fn ready(State(p): State<Probe>) -> (StatusCode, String) {
+    let db = sqlx::query("SELECT 1").execute(&p.db).await.is_ok();
+    let broker = p.broker.is_connected();
+    let bus = p.redis.ping().await;
+    let status = if db && broker && bus {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        format!("{{\"database\": {db}, \"broker\": {broker}, \"bus\": {bus}}}"),
+    )
+}
+
+/// Serves the probes on `addr` until `stop` fires.
+pub async fn serve(
+    addr: SocketAddr,
+    db: PgPool,
+    broker: RabbitMq,
+    redis: RedisControl,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let probe = Probe {
+        db,
+        broker,
+        redis: Arc::new(redis),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(probe);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "worker health endpoint listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}

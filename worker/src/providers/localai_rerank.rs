@@ -1,0 +1,213 @@
+//! LocalAI rerank (`POST {base}/rerank`; LocalAI serves it at `/v1/rerank`, so the base is
+//! usually `http://host:8080/v1`).
+//!
+//! LocalAI speaks the Jina rerank API: `{model, query, documents: [str], top_n}` →
+//! `{model, usage, results: [{index, relevance_score, document?}]}`.
+//!
+//! **Scores.** LocalAI's rerankers backend passes on what the model computed, which for raw
+//! cross-encoders is an unbounded logit. RAGFlow min-max normalises every LocalAI batch onto
+//! `0..=1`. We do not: min-max always gives the best candidate 1 and the worst 0, however
+//! relevant they really are, and zeroes a batch of one (or of equal scores), so a lone relevant
+//! chunk would be dropped by `similarity_threshold`. Instead scores are read with
+//! [`Scale::Auto`]: a batch wholly in `0..=1` is kept as is, any other batch goes through a
+//! sigmoid. Both mappings keep the model's order, so the ranking of candidates is the same as
+//! RAGFlow's; only the magnitudes blended with keyword similarity differ.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::scores::{Scale, in_input_order};
+use super::{ModelSpec, ProviderError, Reranker, Timeouts, endpoint, post_json};
+
+pub struct LocalAiRerank {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: String,
+    timeouts: Timeouts,
+}
+
+impl LocalAiRerank {
+    pub fn new(http: reqwest::Client, spec: &ModelSpec, t: &Timeouts) -> Self {
+        LocalAiRerank {
+            http,
+            url: endpoint(&spec.base_url, "rerank"),
+            model: spec.model.clone(),
+            api_key: spec.api_key.clone(),
+            timeouts: t.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Response {
+    results: Vec<Item>,
+}
+#[derive(Deserialize)]
+struct Item {
+    index: i64,
+    #[serde(default)]
+    relevance_score: Option<f64>,
+}
+
+#[async_trait]
+impl Reranker for LocalAiRerank {
+    async fn rerank(&self, query: &str, documents: &[String]) -> Result<Vec<f32>, ProviderError> {
+        if documents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = serde_json::json!({
+            "model": self.model,
+            "query": query,
+            "documents": documents,
+            "top_n": documents.len(),
+        });
+        let resp: Response = post_json(
+            &self.http,
+            &self.url,
+            &self.api_key,
+            &body,
+            self.timeouts.request,
+            self.timeouts.retries,
+        )
+        .await?;
+        Ok(in_input_order(
+            documents.len(),
+            resp.results
+                .into_iter()
+                .map(|i| (i.index, i.relevance_score)),
+            Scale::Auto,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::super::scores::sigmoid;
+    use super::super::test_support::*;
+    use super::*;
+
+    const ROUTE: &str = "/v1/rerank";
+
+    fn reranker(base: &str, key: &str) -> std::sync::Arc<dyn Reranker> {
+        let spec = spec("rerank", "localai", base, "jina-reranker-v1-base-en", key);
+        providers()
+            .reranker(&spec)
+            .expect("localai is a rerank provider")
+    }
+
+    async fn answering(body: serde_json::Value) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ROUTE))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    #[tokio::test]
+    async fn sends_jina_style_body_and_scores_in_input_order() {
+        let server = answering(json!({
+            "model": "jina-reranker-v1-base-en",
+            "usage": {"total_tokens": 9, "prompt_tokens": 9},
+            "results": [
+                {"index": 1, "document": {"text": "beta"}, "relevance_score": 0.75},
+                {"index": 0, "document": {"text": "alpha"}, "relevance_score": 0.25},
+                {"index": -1, "relevance_score": 1.0}
+            ]
+        }))
+        .await;
+        let scores = reranker(&format!("{}/v1", server.uri()), "sk-local")
+            .rerank("pick", &strings(&["alpha", "beta", "gamma"]))
+            .await
+            .expect("rerank succeeds");
+        // Scores already in 0..=1 are kept as they are (no min-max stretching); the negative
+        // index is ignored and the unmentioned "gamma" scores 0.
+        assert_eq!(scores, vec![0.25, 0.75, 0.0]);
+
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].url.path(), ROUTE);
+        assert_eq!(
+            json_body(&reqs[0]),
+            json!({
+                "model": "jina-reranker-v1-base-en",
+                "query": "pick",
+                "documents": ["alpha", "beta", "gamma"],
+                "top_n": 3
+            })
+        );
+        assert_eq!(auth(&reqs[0]).as_deref(), Some("Bearer sk-local"));
+    }
+
+    #[tokio::test]
+    async fn a_single_document_keeps_its_score() {
+        // RAGFlow's min-max would turn a lone candidate into 0; we keep what the model said.
+        let server = answering(json!({"results": [{"index": 0, "relevance_score": 0.8}]})).await;
+        let scores = reranker(&format!("{}/v1", server.uri()), "")
+            .rerank("q", &strings(&["only"]))
+            .await
+            .expect("rerank succeeds");
+        assert_eq!(scores, vec![0.8]);
+        assert_eq!(auth(&requests(&server).await[0]), None);
+    }
+
+    #[tokio::test]
+    async fn logits_go_through_a_sigmoid_keeping_order() {
+        let server = answering(json!({"results": [
+            {"index": 0, "relevance_score": 4.0},
+            {"index": 1, "relevance_score": -6.0},
+            {"index": 2, "relevance_score": 0.5}
+        ]}))
+        .await;
+        let scores = reranker(&format!("{}/v1", server.uri()), "")
+            .rerank("q", &strings(&["a", "b", "c"]))
+            .await
+            .expect("rerank succeeds");
+        assert_eq!(scores, vec![sigmoid(4.0), sigmoid(-6.0), sigmoid(0.5)]);
+        assert!(scores[0] > scores[2] && scores[2] > scores[1]);
+    }
+
+    #[tokio::test]
+    async fn empty_documents_make_no_call() {
+        let server = MockServer::start().await;
+        let scores = reranker(&format!("{}/v1", server.uri()), "")
+            .rerank("q", &[])
+            .await
+            .expect("empty input is fine");
+        assert!(scores.is_empty());
+        assert!(requests(&server).await.is_empty());
+    }
+
+    async fn call(uri: String) -> Result<(), ProviderError> {
+        reranker(&format!("{uri}/v1"), "k")
+            .rerank("q", &strings(&["a"]))
+            .await
+            .map(drop)
+    }
+
+    fn ok() -> ResponseTemplate {
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"results": [{"index": 0, "relevance_score": 0.5}]}))
+    }
+
+    #[tokio::test]
+    async fn retries_a_503() {
+        transient_status_is_retried(ROUTE, ok(), call).await;
+    }
+
+    #[tokio::test]
+    async fn does_not_retry_a_400() {
+        client_error_is_not_retried(ROUTE, call).await;
+    }
+
+    #[tokio::test]
+    async fn times_out_after_bounded_retries() {
+        hung_upstream_times_out(ROUTE, ok(), call).await;
+    }
+}
