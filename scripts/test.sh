@@ -17,3 +17,7 @@ log "running the test suite"
 # Fault tests spawn the worker binary as a separate process.
 cargo build --workspace --bins --locked
 cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THREADS:-4}"
+
+# Outage tests stop and restart the local RabbitMQ, Redis and PostgreSQL: alone, one at a time.
+log "running the outage tests (they restart the local services)"
+cargo test -p ragq-tests --test outages --locked -- --ignored --test-threads=1
