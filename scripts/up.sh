@@ -12,6 +12,8 @@
 #   RAGQ_UPSTREAM_MODEL=      chat model name on that server (default: sim)
 #   RAGQ_UPSTREAM_API_KEY=    its API key, if any
 #   RAGQ_DB_NAME=ragq
+#   RAGQ_DEMO_REFINE_MULTITURN=false  the demo chat answers each question as asked (workload W1
+#                             measures single questions); chats created over the API default to true
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -81,7 +83,8 @@ if [ -z "$reuse" ]; then
     RERANK=
   fi
   eval "$("$BIN/ragq" load-dataset --tenant "$RAGQ_TENANT_ID" --name demo --embedding-model demo-embed demo/docs)"
-  eval "$("$BIN/ragq" create-chat --tenant "$RAGQ_TENANT_ID" --name demo --llm demo-llm --dataset "$RAGQ_DATASET_ID" --rerank "$RERANK")"
+  eval "$("$BIN/ragq" create-chat --tenant "$RAGQ_TENANT_ID" --name demo --llm demo-llm --dataset "$RAGQ_DATASET_ID" --rerank "$RERANK" \
+    --refine-multiturn "${RAGQ_DEMO_REFINE_MULTITURN:-false}")"
   cat >"$STATE/run.env" <<ENV
 RAGQ_API_URL=http://$API_ADDR
 RAGQ_API_KEY=$RAGQ_API_KEY

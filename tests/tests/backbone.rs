@@ -140,6 +140,14 @@ async fn turns_are_saved_once_and_feed_the_history() {
         .await;
     assert_eq!(second.last().unwrap(), &json!({"code": 0, "data": true}));
 
+    // The follow-up question was first rewritten by the model (refine_multiturn): 3 LLM calls.
+    assert_eq!(
+        env.sim
+            .stats
+            .chat_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
     let turns: Vec<(String, String, Value, String)> = sqlx::query_as(
         "SELECT question, answer, reference, status FROM turns WHERE session_id = $1 ORDER BY seq",
     )

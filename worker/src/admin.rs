@@ -248,3 +248,14 @@ pub async fn create_chat(
     .await?;
     Ok(id)
 }
+
+/// Turns multi-turn question refinement (an extra LLM call before retrieval on follow-up
+/// questions) on or off for a chat.
+pub async fn set_refine_multiturn(db: &PgPool, chat_id: &str, on: bool) -> Result<(), AdminError> {
+    sqlx::query("UPDATE chats SET prompt_config = prompt_config || jsonb_build_object('refine_multiturn', $2::boolean) WHERE id = $1")
+        .bind(chat_id)
+        .bind(on)
+        .execute(db)
+        .await?;
+    Ok(())
+}

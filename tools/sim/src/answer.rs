@@ -124,6 +124,9 @@ pub fn build(messages: &[ChatMessage], tokens: usize) -> Answer {
     if tokens == 0 {
         return Answer::default();
     }
+    if let Some(question) = messages.last().and_then(|m| refine_request(&m.content)) {
+        return Answer::from_words(question.split_whitespace());
+    }
     let chunks = messages
         .iter()
         .map(|m| parse_knowledge(&m.content))
@@ -263,6 +266,17 @@ pub fn parse_knowledge(text: &str) -> Vec<KnowledgeChunk<'_>> {
     chunks
 }
 
+/// A question-refinement request (the worker's multi-turn rewrite) ends with `Refined question:`
+/// after a `USER:` / `ASSISTANT:` transcript. The simulator "refines" deterministically: it
+/// answers with the latest `USER:` line unchanged.
+fn refine_request(content: &str) -> Option<&str> {
+    let body = content.trim_end().strip_suffix("Refined question:")?;
+    body.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER: "))
+        .map(str::trim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +374,21 @@ mod tests {
         assert_eq!(toks[0], "According ");
         assert_eq!(*toks.last().unwrap_or(&""), "[ID:1]");
         assert_eq!(toks.concat(), a.text);
+    }
+
+    #[test]
+    fn refine_requests_return_the_latest_question() {
+        let msg = |c: &str| ChatMessage {
+            role: "user".into(),
+            content: c.into(),
+        };
+        let a = build(
+            &[msg(
+                "Conversation:\nUSER: what is x?\nASSISTANT: y\nUSER: and z?\n\nRefined question:",
+            )],
+            48,
+        );
+        assert_eq!(a.text, "and z?");
+        assert_eq!(refine_request("no marker"), None);
     }
 }

@@ -93,6 +93,9 @@ enum Cmd {
         similarity_threshold: f32,
         #[arg(long, default_value_t = 0.3)]
         vector_similarity_weight: f32,
+        /// Rewrite follow-up questions with the chat model before retrieval (RAGFlow's default).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        refine_multiturn: bool,
     },
 }
 
@@ -177,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
             top_n,
             similarity_threshold,
             vector_similarity_weight,
+            refine_multiturn,
         } => {
             let id = admin::create_chat(
                 &db,
@@ -192,6 +196,9 @@ async fn main() -> anyhow::Result<()> {
                 },
             )
             .await?;
+            if !refine_multiturn {
+                admin::set_refine_multiturn(&db, &id, false).await?;
+            }
             println!("RAGQ_CHAT_ID={id}");
         }
     }

@@ -42,6 +42,13 @@ impl ChatSettings {
             .and_then(Value::as_bool)
             .unwrap_or(true)
     }
+    /// Rewrite follow-up questions before retrieval (`refine_multiturn`, default true).
+    pub fn refine_multiturn(&self) -> bool {
+        self.prompt_config
+            .get("refine_multiturn")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
     /// Declared prompt variables: (name, optional).
     pub fn parameters(&self) -> Vec<(String, bool)> {
         self.prompt_config

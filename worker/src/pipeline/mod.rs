@@ -15,6 +15,7 @@ pub mod events;
 pub mod generate;
 pub mod persist;
 pub mod prompt;
+pub mod refine;
 pub mod retrieve;
 
 use std::sync::Arc;
@@ -114,6 +115,21 @@ impl Pipeline {
         let loaded = started.elapsed();
 
         let quote = job.options.quote.unwrap_or_else(|| ctx.chat.quote());
+        let model = self.providers.chat(&ctx.llm)?;
+        let has_knowledge = ctx.embedding.is_some() && !ctx.chat.dataset_ids.is_empty();
+        // A follow-up question is searched for as the standalone question it stands for.
+        let search_question =
+            if has_knowledge && ctx.chat.refine_multiturn() && !ctx.history.is_empty() {
+                refine::refine(
+                    model.clone(),
+                    &ctx.history,
+                    &job.question,
+                    self.limits.first_token,
+                )
+                .await
+            } else {
+                job.question.clone()
+            };
         let reference = match &ctx.embedding {
             Some(spec) if !ctx.chat.dataset_ids.is_empty() => {
                 let embedder = self.providers.embedder(spec)?;
@@ -129,7 +145,7 @@ impl Pipeline {
                     vector_similarity_weight: ctx.chat.vector_similarity_weight,
                     document_ids: Vec::new(),
                 };
-                retrieve::retrieve(&self.db, embedder, reranker, &params, &job.question).await?
+                retrieve::retrieve(&self.db, embedder, reranker, &params, &search_question).await?
             }
             _ => Reference::default(),
         };
@@ -173,7 +189,6 @@ impl Pipeline {
             max_tokens,
         });
         let conf = gen_conf(&ctx.chat.llm_setting, max_tokens);
-        let model = self.providers.chat(&ctx.llm)?;
         let generated =
             generate::generate(model, &messages, &conf, events, &self.limits, cancel).await?;
         let total = started.elapsed();
