@@ -18,6 +18,11 @@ log "running the test suite"
 cargo build --workspace --bins --locked
 cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THREADS:-4}"
 
+# Compatibility: the official Python clients (ragflow-sdk 0.22.1, openai) against a running ragq
+# (scripts/up.sh with two workers and the simulator).
+log "running the compatibility tests (official Python clients)"
+bash scripts/compat.sh
+
 # Outage tests stop and restart the local RabbitMQ, Redis and PostgreSQL: alone, one at a time.
 log "running the outage tests (they restart the local services)"
 cargo test -p ragq-tests --test outages --locked -- --ignored --test-threads=1

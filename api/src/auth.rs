@@ -10,13 +10,51 @@ use serde_json::Value;
 use crate::envelope::{ApiError, code};
 use crate::state::AppState;
 
+/// Recently verified keys (hash → tenant), so that a busy client's every request does not cost a
+/// database query. Only successful lookups are cached, for [`KeyCache::TTL`]: a new key works at
+/// once; a key deleted from `api_keys` stops working within the TTL.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+}
+
+impl KeyCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Entries kept at most; the cache is emptied when it would grow past this.
+    const CAPACITY: usize = 100_000;
+
+    fn get(&self, hash: &str) -> Option<String> {
+        let entries = self.entries.lock().ok()?;
+        let (tenant, at) = entries.get(hash)?;
+        (at.elapsed() < Self::TTL).then(|| tenant.clone())
+    }
+
+    fn put(&self, hash: String, tenant: String) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::CAPACITY {
+                entries.clear();
+            }
+            entries.insert(hash, (tenant, std::time::Instant::now()));
+        }
+    }
+}
+
 /// The tenant that owns API key `key` (looked up by its hash), if any. Shared by the [`Tenant`]
 /// extractor and routes that answer auth errors in another format (the OpenAI endpoint).
-pub async fn tenant_for_key(db: &sqlx::PgPool, key: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = $1")
-        .bind(hash_key(key))
-        .fetch_optional(db)
-        .await
+pub async fn tenant_for_key(state: &AppState, key: &str) -> Result<Option<String>, sqlx::Error> {
+    let hash = hash_key(key);
+    if let Some(tenant) = state.keys.get(&hash) {
+        return Ok(Some(tenant));
+    }
+    let tenant: Option<String> =
+        sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&state.db)
+            .await?;
+    if let Some(t) = &tenant {
+        state.keys.put(hash, t.clone());
+    }
+    Ok(tenant)
 }
 
 /// The authenticated tenant of a request.
@@ -49,7 +87,7 @@ impl FromRequestParts<AppState> for Tenant {
                 .with_data(Value::Bool(false)));
             }
         };
-        match tenant_for_key(&state.db, key).await? {
+        match tenant_for_key(state, key).await? {
             Some(t) => Ok(Tenant(t)),
             None => Err(ApiError::new(
                 code::AUTHENTICATION,

@@ -75,6 +75,7 @@ impl Api {
         let queue_depth = Arc::new(std::sync::atomic::AtomicU32::new(0));
         tokio::spawn(watch_queue_depth(broker.clone(), queue_depth.clone()));
         let state = AppState {
+            keys: Arc::default(),
             db,
             jobs: Arc::new(broker.clone()),
             events,

@@ -12,6 +12,8 @@ use crate::config::ApiConfig;
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// Recently verified API keys.
+    pub keys: Arc<crate::auth::KeyCache>,
     pub jobs: Arc<dyn JobPublisher>,
     /// The process's one Redis subscriber connection.
     pub events: RedisSubscriber,

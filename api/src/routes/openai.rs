@@ -124,7 +124,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, O
             "Please check your authorization format.",
         ));
     };
-    tenant_for_key(&state.db, key)
+    tenant_for_key(state, key)
         .await?
         .ok_or_else(|| OpenAiError::unauthorized("Authentication error: API key is invalid!"))
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{BusError, Closed, EventPublisher, EventSubscriber, Subscription};
-use crate::event::StreamEvent;
+use crate::event::{EventBody, StreamEvent};
 
 /// Channel name of a job's events.
 pub fn channel(prefix: &str, job_id: Uuid) -> String {
@@ -59,23 +59,24 @@ impl EventPublisher for RedisPublisher {
         let mut conn = self.conn.clone();
         let payload = event.encode();
         let key = replay_key(&self.prefix, job_id);
-        let _: () = redis::pipe()
-            .cmd("XADD")
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
             .arg(&key)
             .arg("*")
             .arg("e")
             .arg(&payload)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(REPLAY_TTL_S)
-            .ignore()
-            .cmd("PUBLISH")
+            .ignore();
+        // The expiry is set when an attempt starts and renewed by its terminal event — not on
+        // every delta: a job's stream never lives longer than its deadline (minutes), well
+        // under the TTL.
+        if event.seq == 1 || matches!(event.body, EventBody::Reset) || event.body.is_terminal() {
+            pipe.cmd("EXPIRE").arg(&key).arg(REPLAY_TTL_S).ignore();
+        }
+        pipe.cmd("PUBLISH")
             .arg(channel(&self.prefix, job_id))
             .arg(&payload)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+            .ignore();
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 

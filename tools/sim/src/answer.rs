@@ -216,6 +216,13 @@ fn is_separator(line: &str) -> bool {
 
 /// Parses the knowledge chunks in `text`; empty when it has no knowledge block. Only chunks that
 /// have a `Content:` node count, so a stray `ID: 5` line in a question is not knowledge.
+/// Lines that close the knowledge block in the prompts ragq (and RAGFlow) build: the default
+/// template's "The above is the knowledge base." and ragq's citation instructions.
+fn ends_knowledge(line: &str) -> bool {
+    let line = line.trim_start();
+    line.starts_with("The above is the knowledge base") || line.starts_with("# Citations")
+}
+
 pub fn parse_knowledge(text: &str) -> Vec<KnowledgeChunk<'_>> {
     struct Partial<'a> {
         chunk: KnowledgeChunk<'a>,
@@ -243,7 +250,7 @@ pub fn parse_knowledge(text: &str) -> Vec<KnowledgeChunk<'_>> {
         }
         let Some(p) = current.as_mut() else { continue };
         if p.has_content {
-            if is_separator(line) {
+            if is_separator(line) || ends_knowledge(line) {
                 finish(current.take(), &mut chunks);
             } else {
                 p.chunk.content.push(line);
