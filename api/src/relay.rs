@@ -1,7 +1,8 @@
 //! Reading one job's events off the bus, in order, without gaps, with bounded waiting.
 //!
 //! [`JobStream`] turns raw payloads into [`Item`]s:
-//! - it drops duplicates (`seq` not above the last one seen);
+//! - it drops duplicates (`seq` not above the last one seen) and events of a superseded delivery
+//!   attempt (a redelivered job's events win, whatever their numbering);
 //! - it fills gaps from the job's replay stream: when an event arrives with a `seq` beyond the
 //!   next one, when the bus reconnected (an empty payload is the router's resync signal), and
 //!   when nothing arrived for a keep-alive interval (a lost terminal event is found there);
@@ -45,6 +46,8 @@ pub struct JobStream {
     /// Events fetched from the replay stream, processed before live ones.
     pending: VecDeque<StreamEvent>,
     last_seq: u64,
+    /// Delivery attempt of the events being relayed; a later attempt supersedes it.
+    attempt: u32,
     deadline: Instant,
     finished: bool,
     cancel_on_abandon: bool,
@@ -58,6 +61,7 @@ impl JobStream {
             control: None,
             pending: VecDeque::new(),
             last_seq: 0,
+            attempt: 0,
             deadline,
             finished: false,
             cancel_on_abandon: false,
@@ -86,12 +90,15 @@ impl JobStream {
         let Some(control) = &self.control else { return };
         match control.replay(self.job_id).await {
             Ok(events) => {
-                let after = self.pending.back().map_or(self.last_seq, |e| e.seq);
+                let after = self
+                    .pending
+                    .back()
+                    .map_or((self.attempt, self.last_seq), |e| (e.attempt, e.seq));
                 self.pending.extend(
                     events
                         .iter()
                         .filter_map(|p| StreamEvent::decode(p).ok())
-                        .filter(|e| e.seq > after),
+                        .filter(|e| (e.attempt, e.seq) > after),
                 );
             }
             Err(e) => tracing::warn!(job = %self.job_id, error = %e, "replay read failed"),
@@ -173,7 +180,10 @@ impl JobStream {
                     continue;
                 }
             };
-            if event.seq > self.last_seq + 1 && self.control.is_some() {
+            if event.attempt == self.attempt
+                && event.seq > self.last_seq + 1
+                && self.control.is_some()
+            {
                 tracing::debug!(
                     expected = self.last_seq + 1,
                     got = event.seq,
@@ -183,7 +193,7 @@ impl JobStream {
                 if self
                     .pending
                     .front()
-                    .is_some_and(|e| e.seq == self.last_seq + 1)
+                    .is_some_and(|e| e.attempt == self.attempt && e.seq == self.last_seq + 1)
                 {
                     continue; // the live event is in the replay too, after the missing ones
                 }
@@ -196,6 +206,14 @@ impl JobStream {
 
     /// Applies ordering rules to one event; `None` for a duplicate.
     fn accept(&mut self, event: StreamEvent) -> Option<Item> {
+        if event.attempt < self.attempt {
+            return None; // from an attempt already superseded
+        }
+        if event.attempt > self.attempt {
+            // A redelivery took over (its first event is a `reset`): follow its numbering.
+            self.attempt = event.attempt;
+            self.last_seq = event.seq.saturating_sub(1);
+        }
         if event.seq <= self.last_seq {
             return None;
         }
@@ -226,5 +244,65 @@ impl Drop for JobStream {
             tracing::info!(job = %self.job_id, "client left before the answer finished: cancelling");
             self.cancel_job();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::mpsc;
+
+    fn stream() -> (mpsc::Sender<Vec<u8>>, JobStream) {
+        let (tx, rx) = mpsc::channel(64);
+        let sub = Subscription::new(rx, Arc::new(Mutex::new(None)), Box::new(()));
+        (
+            tx,
+            JobStream::new(sub, Uuid::now_v7(), Instant::now() + Duration::from_secs(5)),
+        )
+    }
+
+    fn ev(attempt: u32, seq: u64, body: EventBody) -> Vec<u8> {
+        StreamEvent { seq, attempt, body }.encode()
+    }
+
+    fn delta(t: &str) -> EventBody {
+        EventBody::Delta { text: t.into() }
+    }
+
+    #[tokio::test]
+    async fn duplicates_and_superseded_attempts_are_dropped() {
+        let (tx, mut s) = stream();
+        for e in [
+            ev(0, 1, delta("a")),
+            ev(0, 1, delta("a")),
+            ev(0, 2, delta("b")),
+            // A redelivery after the replay stream was lost numbers from 1 again.
+            ev(1, 1, EventBody::Reset),
+            ev(0, 3, delta("late from the dead attempt")),
+            ev(1, 2, delta("x")),
+            ev(
+                1,
+                3,
+                EventBody::Error {
+                    code: ErrorCode::Upstream,
+                    message: "m".into(),
+                },
+            ),
+        ] {
+            tx.send(e).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some(item) = s.next(Duration::from_secs(1)).await {
+            got.push(format!("{item:?}"));
+        }
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert!(
+            got[0].contains("\"a\"") && got[1].contains("\"b\""),
+            "{got:?}"
+        );
+        assert_eq!(got[2], "Reset");
+        assert!(got[3].contains("\"x\""), "{got:?}");
+        assert!(got[4].starts_with("Failed"), "{got:?}");
     }
 }

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StreamEvent {
     pub seq: u64,
+    /// Which delivery of the job produced the event (0 = the first). A redelivered job's events
+    /// supersede the earlier attempt's, whatever their `seq` (the replay stream that would let
+    /// the new attempt continue the numbering may have been lost with Redis).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
     #[serde(flatten)]
     pub body: EventBody,
 }
@@ -110,6 +115,10 @@ pub struct DocAgg {
     pub count: u64,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl StreamEvent {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -128,6 +137,7 @@ mod tests {
     fn delta_wire_shape() {
         let e = StreamEvent {
             seq: 3,
+            attempt: 0,
             body: EventBody::Delta { text: "hi".into() },
         };
         assert_eq!(
@@ -147,6 +157,7 @@ mod tests {
         assert!(!EventBody::Reset.is_terminal());
         let done = StreamEvent {
             seq: 9,
+            attempt: 0,
             body: EventBody::Done(Box::new(Done {
                 message_id: "m".into(),
                 answer: "a".into(),

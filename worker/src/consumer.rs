@@ -51,7 +51,11 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
             return;
         }
     };
-    let redelivered = delivery.redelivered || delivery.delivery_count > 0;
+    // Quorum queues count deliveries; a redelivery flag without a count still means "not first".
+    let attempt = match (delivery.delivery_count, delivery.redelivered) {
+        (0, true) => 1,
+        (n, _) => n,
+    };
     // Cancelled while queued: the token comes back already cancelled and the job is skipped.
     let watch = cancels.watch(job.id).await;
     // Run the job in its own task so that a panic in it cannot leave the delivery unsettled
@@ -59,7 +63,7 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
     // limit dead-letters it if it keeps failing.
     let run = {
         let (pipeline, job, token) = (pipeline.clone(), job.clone(), watch.token.clone());
-        tokio::spawn(async move { pipeline.run(&job, redelivered, token).await })
+        tokio::spawn(async move { pipeline.run(&job, attempt, token).await })
     };
     let outcome = match run.await {
         Ok(outcome) => outcome,

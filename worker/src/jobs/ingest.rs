@@ -370,7 +370,7 @@ async fn add_chunk(
         "create_time": created.format("%Y-%m-%d %H:%M:%S").to_string(),
         "create_timestamp": created.timestamp_micros() as f64 / 1e6,
     });
-    let mut events = JobEvents::new(Arc::clone(&p.bus), job.id);
+    let mut events = JobEvents::new(Arc::clone(&p.bus), job.id, 0);
     events
         .send(EventBody::Result {
             data: json!({"chunk": chunk}),

@@ -1,4 +1,5 @@
-//! Numbered events for one job: every `send` gets the next `seq` (1, 2, 3 …, no gaps).
+//! Numbered events for one job: every `send` gets the next `seq` (1, 2, 3 …, no gaps), tagged
+//! with the delivery attempt that produced it.
 
 use std::sync::Arc;
 
@@ -10,14 +11,17 @@ pub struct JobEvents {
     bus: Arc<dyn EventPublisher>,
     job_id: Uuid,
     seq: u64,
+    attempt: u32,
 }
 
 impl JobEvents {
-    pub fn new(bus: Arc<dyn EventPublisher>, job_id: Uuid) -> Self {
+    /// Events of delivery `attempt` (0 = the first) of job `job_id`.
+    pub fn new(bus: Arc<dyn EventPublisher>, job_id: Uuid, attempt: u32) -> Self {
         JobEvents {
             bus,
             job_id,
             seq: 0,
+            attempt,
         }
     }
 
@@ -30,6 +34,7 @@ impl JobEvents {
         self.seq += 1;
         let event = StreamEvent {
             seq: self.seq,
+            attempt: self.attempt,
             body,
         };
         self.bus.publish(self.job_id, &event).await

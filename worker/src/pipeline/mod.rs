@@ -52,8 +52,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Runs a job to its terminal event.
-    pub async fn run(&self, job: &Job, redelivered: bool, cancel: CancellationToken) -> Outcome {
-        let mut events = JobEvents::new(self.bus.clone(), job.id);
+    /// Runs a job to its terminal event. `attempt` counts earlier deliveries of the same job
+    /// (0 = first delivery); a later attempt replays or regenerates.
+    pub async fn run(&self, job: &Job, attempt: u32, cancel: CancellationToken) -> Outcome {
+        let redelivered = attempt > 0;
+        let mut events = JobEvents::new(self.bus.clone(), job.id, attempt);
         let remaining = job.remaining_ms();
         let result = if remaining <= 0 {
             Err(StepError::Deadline)
