@@ -39,8 +39,8 @@ sum_peak() { local m=0; for p in "$@"; do m=$((m + $(peak_kb "$p"))); done; echo
 HZ=$(getconf CLK_TCK)
 # CPU ticks of every process whose command name matches, summed (PostgreSQL forks per connection).
 group_ticks() { local t=0 p; for p in $(pgrep -x "$1" 2>/dev/null); do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
-GROUPS="beam.smp postgres redis-server ragq-sim ragq-loadgen"
-snapshot_groups() { local g; for g in $GROUPS; do printf '%s=%s ' "$g" "$(group_ticks "$g")"; done; }
+PROC_GROUPS="beam.smp postgres redis-server ragq-sim ragq-loadgen"
+snapshot_groups() { local g; for g in $PROC_GROUPS; do printf '%s=%s ' "$g" "$(group_ticks "$g")"; done; }
 
 # Warm-up: connections, caches.
 "$BIN/ragq-loadgen" --users 4 --requests 2 --test-type "$TYPE" --quiet >/dev/null

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use ragq_common::broker::BrokerError;
-use ragq_common::broker::rabbitmq::RabbitMq;
+use ragq_common::broker::rabbitmq::Supervised;
 use ragq_common::bus::BusError;
 use ragq_common::bus::control::RedisControl;
 use ragq_common::bus::redis::RedisSubscriber;
@@ -47,7 +47,7 @@ pub enum ApiStartError {
 pub struct Api {
     listener: tokio::net::TcpListener,
     state: AppState,
-    broker: RabbitMq,
+    broker: Supervised,
 }
 
 impl Api {
@@ -55,7 +55,7 @@ impl Api {
     pub async fn build(cfg: ApiConfig) -> Result<Api, ApiStartError> {
         let db = ragq_common::db::connect_and_migrate(&cfg.db).await?;
         let instance = cfg.instance();
-        let broker = RabbitMq::connect(
+        let broker = Supervised::connect(
             &cfg.broker.url,
             cfg.broker.topology(),
             &instance,
@@ -137,14 +137,14 @@ impl Api {
                 Ok(())
             }
         };
-        self.broker.close().await;
+        self.broker.current().close().await;
         result
     }
 }
 
 /// Refreshes the interactive queue depth twice a second for admission control (the broker is
 /// asked once per process, not once per request). Stops when the broker connection is closed.
-async fn watch_queue_depth(broker: RabbitMq, depth: Arc<std::sync::atomic::AtomicU32>) {
+async fn watch_queue_depth(broker: Supervised, depth: Arc<std::sync::atomic::AtomicU32>) {
     use ragq_common::broker::JobPublisher;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {

@@ -71,6 +71,9 @@ pub struct EnvOptions {
     pub job_deadline_s: u64,
     /// Workers' `RAGQ_COALESCE_MS`.
     pub coalesce_ms: u64,
+    /// The api's admission bounds (`RAGQ_MAX_OPEN_STREAMS`, `RAGQ_MAX_QUEUE_DEPTH`).
+    pub max_open_streams: usize,
+    pub max_queue_depth: u32,
 }
 
 impl Default for EnvOptions {
@@ -81,6 +84,8 @@ impl Default for EnvOptions {
             first_token_timeout_ms: 5_000,
             job_deadline_s: 30,
             coalesce_ms: 40,
+            max_open_streams: 20_000,
+            max_queue_depth: 10_000,
         }
     }
 }
@@ -145,6 +150,10 @@ impl TestEnv {
             &opts.job_deadline_s.to_string(),
             "--instance",
             &format!("ragq-test-{id}"),
+            "--max-open-streams",
+            &opts.max_open_streams.to_string(),
+            "--max-queue-depth",
+            &opts.max_queue_depth.to_string(),
         ])
         .expect("api args");
         let api = Api::build(api_args.cfg).await.expect("api starts");

@@ -346,3 +346,172 @@ async fn raw_publish(_broker: &RabbitMq, prefix: &str, queue: &str, payload: &[u
     assert!(confirm.is_ack());
     let _ = conn.close(200, "done".into()).await;
 }
+
+/// Admission control: with the interactive queue deeper than its bound, or the ingress holding
+/// its maximum of open streams, new questions get 429 + Retry-After and nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_with_429() {
+    // Queue depth: no worker, bound 2.
+    let env = TestEnv::start(EnvOptions {
+        workers: 0,
+        max_queue_depth: 2,
+        ..Default::default()
+    })
+    .await;
+    let session = env.create_session(&env.chat_id).await;
+    let body = json!({"question": QUESTION, "stream": true, "session_id": session});
+    let url = format!("{}/api/v1/chats/{}/completions", env.url, env.chat_id);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            env.http
+                .post(&url)
+                .header("Authorization", env.auth())
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the depth is refreshed twice a second
+    let refused = env
+        .http
+        .post(&url)
+        .header("Authorization", env.auth())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let v: Value = refused.json().await.unwrap();
+    println!("deep queue: {v}");
+    assert_eq!(v["code"], 429);
+    let broker = env.broker().await;
+    assert_eq!(
+        broker.depth(Lane::Interactive).await.unwrap(),
+        3,
+        "the refused job was not published"
+    );
+    broker.close().await;
+    drop(held);
+    env.stop().await;
+
+    // Open streams: bound 2, a slow model keeps the first two open.
+    let env = TestEnv::start(EnvOptions {
+        max_open_streams: 2,
+        ..Default::default()
+    })
+    .await;
+    let chat = env.chat_with_model("slow", "sim-slow").await;
+    let session = env.create_session(&chat).await;
+    let url = format!("{}/api/v1/chats/{chat}/completions", env.url);
+    let body = json!({"question": QUESTION, "stream": true, "session_id": session});
+    let a = env
+        .http
+        .post(&url)
+        .header("Authorization", env.auth())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let b = env
+        .http
+        .post(&url)
+        .header("Authorization", env.auth())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let c = env
+        .http
+        .post(&url)
+        .header("Authorization", env.auth())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            a.status().as_u16(),
+            b.status().as_u16(),
+            c.status().as_u16()
+        ),
+        (200, 200, 429)
+    );
+    // Once they finish, questions are accepted again.
+    assert!(
+        a.text()
+            .await
+            .unwrap()
+            .ends_with("data:{\"code\": 0, \"data\": true}\n\n")
+    );
+    drop(b);
+    let d = env.ask(&chat, &session, QUESTION).await;
+    assert_eq!(d["code"], 0, "{d}");
+    env.stop().await;
+}
+
+/// A job that keeps killing its worker is dead-lettered by the queue's delivery limit, while
+/// other questions keep being answered between the crashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_killing_workers_is_dead_lettered_after_the_limit() {
+    let env = TestEnv::start(EnvOptions {
+        workers: 0,
+        first_token_timeout_ms: 60_000,
+        ..Default::default()
+    })
+    .await;
+    let stall_chat = env.chat_with_model("stall", "sim-stall").await;
+    let session = env.create_session(&env.chat_id).await;
+    // The poison: a job whose model never answers, so a worker always holds it when it dies.
+    let mut poison = fake_job(&env, None);
+    poison.chat_id = stall_chat;
+    let broker = env.broker().await;
+    broker.publish(Lane::Interactive, &poison).await.unwrap();
+
+    let mut crashes = 0;
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reason = loop {
+        let dead = broker.dead_letters(5).await.unwrap();
+        if let Some(d) = dead.first() {
+            break d.reason.clone();
+        }
+        assert!(
+            Instant::now() < deadline && crashes < 10,
+            "never dead-lettered after {crashes} crashes"
+        );
+        let mut worker = env.spawn_worker_process(&format!("crash-{crashes}"));
+        // Wait until this worker holds the poison (the simulator sees its stalled request) …
+        let seen = env.sim.stats.chat_requests.load(Ordering::SeqCst);
+        let held = Instant::now() + Duration::from_secs(10);
+        while env.sim.stats.chat_requests.load(Ordering::SeqCst) == seen && Instant::now() < held {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // … answer a normal question meanwhile (other work keeps flowing) …
+        if env.sim.stats.chat_requests.load(Ordering::SeqCst) > seen {
+            let a = env.ask(&env.chat_id, &session, QUESTION).await;
+            if a["code"] == 0 {
+                answered += 1;
+            }
+        }
+        // … and crash it.
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+        crashes += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "poison dead-lettered ({reason}) after {crashes} worker crashes; {answered} other questions answered meanwhile"
+    );
+    assert_eq!(reason, "delivery_limit");
+    assert!(answered >= 3);
+    // (An answered question whose ack was cut off by a crash may still wait in the queue: the
+    // next worker replays its saved turn. The poison itself is only in the dead-letter queue.)
+    let dead = broker.dead_letters(5).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(Job::decode(&dead[0].payload).unwrap().id, poison.id);
+    broker.close().await;
+    env.stop().await;
+}

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use ragq_common::broker::rabbitmq::RabbitMq;
+use ragq_common::broker::rabbitmq::Supervised;
 use ragq_common::bus::control::RedisControl;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 struct Probe {
     db: PgPool,
-    broker: RabbitMq,
+    broker: Supervised,
     redis: Arc<RedisControl>,
 }
 
@@ -39,7 +39,7 @@ async fn ready(State(p): State<Probe>) -> (StatusCode, String) {
 pub async fn serve(
     addr: SocketAddr,
     db: PgPool,
-    broker: RabbitMq,
+    broker: Supervised,
     redis: RedisControl,
     stop: CancellationToken,
 ) -> std::io::Result<()> {

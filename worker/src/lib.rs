@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ragq_common::broker::BrokerError;
-use ragq_common::broker::rabbitmq::RabbitMq;
+use ragq_common::broker::rabbitmq::Supervised;
 use ragq_common::bus::BusError;
 use ragq_common::bus::control::CancelWatcher;
 use ragq_common::bus::redis::RedisPublisher;
@@ -44,7 +44,7 @@ pub enum WorkerError {
 /// A connected worker, ready to consume.
 pub struct Worker {
     cfg: WorkerConfig,
-    broker: RabbitMq,
+    broker: Supervised,
     pipeline: Arc<pipeline::Pipeline>,
     cancels: CancelWatcher,
 }
@@ -54,7 +54,7 @@ impl Worker {
     pub async fn start(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
         let db = ragq_common::db::connect_and_migrate(&cfg.db).await?;
         let worker_id = cfg.worker_id();
-        let broker = RabbitMq::connect(
+        let broker = Supervised::connect(
             &cfg.broker.url,
             cfg.broker.topology(),
             &format!("ragq-worker {worker_id}"),
@@ -112,14 +112,37 @@ impl Worker {
             } else {
                 self.cfg.prefetch
             };
-            let consumer = self.broker.consume(lane, prefetch, &tag).await?;
-            lanes.push(tokio::spawn(consumer::consume(
-                consumer,
+            // The first subscription must work (a bad configuration fails fast); later ones are
+            // retried by the lane's supervisor loop.
+            let first = self.broker.current().consume(lane, prefetch, &tag).await?;
+            let (broker, pipeline, cancels, tracker, stop) = (
+                self.broker.clone(),
                 self.pipeline.clone(),
                 self.cancels.clone(),
                 tracker.clone(),
                 shutdown.clone(),
-            )));
+            );
+            lanes.push(tokio::spawn(async move {
+                let mut consumer = Some(first);
+                loop {
+                    if let Some(c) = consumer.take() {
+                        consumer::consume(c, pipeline.clone(), cancels.clone(), tracker.clone(), stop.clone()).await;
+                    }
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    // The consumer ended without a shutdown: the connection is gone for good.
+                    // Subscribe again through the supervised (possibly rebuilt) connection.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match broker.current().consume(lane, prefetch, &tag).await {
+                        Ok(c) => {
+                            tracing::info!(lane = lane.as_str(), "consuming again");
+                            consumer = Some(c);
+                        }
+                        Err(e) => tracing::warn!(lane = lane.as_str(), error = %e, "resubscribing failed; retrying"),
+                    }
+                }
+            }));
         }
         tracing::info!(worker = %self.pipeline.worker_id, prefetch = self.cfg.prefetch, "worker consuming");
         for lane in lanes {
@@ -134,7 +157,7 @@ impl Worker {
             );
         }
         health_stop.cancel();
-        self.broker.close().await;
+        self.broker.current().close().await;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! Publishing uses publisher confirms with a timeout: `publish` returns `Ok` only after RabbitMQ
 //! has stored the job. The connection uses lapin's auto-recovery.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,7 +65,7 @@ fn proto(e: lapin::Error) -> BrokerError {
 /// A connection to RabbitMQ with the topology declared.
 #[derive(Clone)]
 pub struct RabbitMq {
-    conn: std::sync::Arc<Connection>,
+    conn: Arc<Connection>,
     topology: Topology,
     publish_channel: Channel,
     confirm_timeout: Duration,
@@ -92,7 +93,7 @@ impl RabbitMq {
             .await
             .map_err(proto)?;
         Ok(RabbitMq {
-            conn: std::sync::Arc::new(conn),
+            conn: Arc::new(conn),
             topology,
             publish_channel: channel,
             confirm_timeout,
@@ -351,6 +352,88 @@ impl JobPublisher for RabbitMq {
             .await
             .map_err(proto)?;
         Ok(queue.message_count())
+    }
+}
+
+/// A [`RabbitMq`] connection that is rebuilt when it stays closed.
+///
+/// lapin's auto-recovery reconnects and replays channels, consumers and confirms after most
+/// failures. When it gives up (the connection stays closed for [`Supervised::GRACE`]), the
+/// watchdog opens a new connection and swaps it in; users take [`Supervised::current`] for each
+/// operation, and consumers re-subscribe through it.
+#[derive(Clone)]
+pub struct Supervised {
+    inner: Arc<std::sync::RwLock<RabbitMq>>,
+}
+
+impl Supervised {
+    /// How long a closed connection is left to lapin's own recovery before it is replaced.
+    pub const GRACE: Duration = Duration::from_secs(5);
+
+    pub async fn connect(
+        url: &str,
+        topology: Topology,
+        name: &str,
+        confirm_timeout: Duration,
+    ) -> Result<Supervised, BrokerError> {
+        let first = RabbitMq::connect(url, topology.clone(), name, confirm_timeout).await?;
+        let inner = Arc::new(std::sync::RwLock::new(first));
+        let watched = Arc::downgrade(&inner);
+        let (url, name) = (url.to_string(), name.to_string());
+        tokio::spawn(async move {
+            let mut down_since: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(inner) = watched.upgrade() else {
+                    return;
+                };
+                let current = match inner.read() {
+                    Ok(c) => c.clone(),
+                    Err(_) => return,
+                };
+                if current.is_connected() {
+                    down_since = None;
+                    continue;
+                }
+                let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() < Self::GRACE {
+                    continue;
+                }
+                match RabbitMq::connect(&url, topology.clone(), &name, confirm_timeout).await {
+                    Ok(fresh) => {
+                        tracing::warn!("RabbitMQ connection rebuilt after recovery gave up");
+                        if let Ok(mut slot) = inner.write() {
+                            *slot = fresh;
+                        }
+                        down_since = None;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "RabbitMQ reconnect failed; retrying"),
+                }
+            }
+        });
+        Ok(Supervised { inner })
+    }
+
+    /// The live connection (cheap clone).
+    pub fn current(&self) -> RabbitMq {
+        match self.inner.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.current().is_connected()
+    }
+}
+
+#[async_trait]
+impl JobPublisher for Supervised {
+    async fn publish(&self, lane: Lane, job: &Job) -> Result<(), BrokerError> {
+        self.current().publish(lane, job).await
+    }
+    async fn depth(&self, lane: Lane) -> Result<u32, BrokerError> {
+        self.current().depth(lane).await
     }
 }
 
