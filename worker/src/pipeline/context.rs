@@ -21,6 +21,8 @@ pub struct ChatSettings {
     pub top_k: i32,
     pub rerank_model: String,
     pub dataset_ids: Vec<String>,
+    /// Distinct embedding models of the chat's datasets (one is required).
+    pub embedding_models: Vec<String>,
 }
 
 impl ChatSettings {
@@ -88,9 +90,11 @@ const HISTORY_TURNS: i64 = 50;
 
 pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
     let chat_q = sqlx::query_as::<_, ChatSettings>(
-        "SELECT id, llm_model, llm_setting, prompt_config, similarity_threshold,
-                vector_similarity_weight, top_n, top_k, rerank_model, dataset_ids
-         FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'",
+        "SELECT c.id, c.llm_model, c.llm_setting, c.prompt_config, c.similarity_threshold,
+                c.vector_similarity_weight, c.top_n, c.top_k, c.rerank_model, c.dataset_ids,
+                ARRAY(SELECT DISTINCT d.embedding_model FROM datasets d
+                      WHERE d.id = ANY(c.dataset_ids) AND d.tenant_id = c.tenant_id) AS embedding_models
+         FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
     )
     .bind(&job.chat_id)
     .bind(&job.tenant_id)
@@ -117,24 +121,20 @@ pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
             None => Ok(Vec::new()),
         }
     };
-    let (chat, history) = tokio::try_join!(chat_q, history_q)?;
-    let chat = chat
-        .ok_or_else(|| StepError::BadRequest(format!("You don't own the chat {}", job.chat_id)))?;
-
-    let models = sqlx::query_as::<_, ModelSpec>(
-        "SELECT name, kind, provider, base_url, model, api_key, max_tokens FROM models
-         WHERE tenant_id = $1 AND (
-              (kind = 'chat' AND name = $2)
-           OR (kind = 'rerank' AND name = $3)
-           OR (kind = 'embedding' AND name IN
-                 (SELECT embedding_model FROM datasets WHERE id = ANY($4) AND tenant_id = $1)))",
+    // The tenant's models are few: fetch them all in the same round trip and pick in memory.
+    let models_q = sqlx::query_as::<_, ModelSpec>(
+        "SELECT name, kind, provider, base_url, model, api_key, max_tokens FROM models WHERE tenant_id = $1",
     )
     .bind(&job.tenant_id)
-    .bind(&chat.llm_model)
-    .bind(&chat.rerank_model)
-    .bind(&chat.dataset_ids)
-    .fetch_all(db)
-    .await?;
+    .fetch_all(db);
+    let (chat, history, models) = tokio::try_join!(chat_q, history_q, models_q)?;
+    let chat = chat
+        .ok_or_else(|| StepError::BadRequest(format!("You don't own the chat {}", job.chat_id)))?;
+    let models = models.into_iter().filter(|m| match m.kind.as_str() {
+        "chat" => m.name == chat.llm_model,
+        "rerank" => m.name == chat.rerank_model,
+        _ => chat.embedding_models.contains(&m.name),
+    });
 
     let mut llm = None;
     let mut rerank = None;

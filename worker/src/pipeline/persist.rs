@@ -49,10 +49,15 @@ pub async fn save(
         Status::Done => "done",
         Status::Stopped => "stopped",
     };
-    let res = sqlx::query(
-        "INSERT INTO turns (session_id, job_id, message_id, question, answer, reference, status, worker_id)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1)
-         ON CONFLICT (job_id) DO NOTHING",
+    // One statement: insert the turn (once per job) and touch the session only if it was new.
+    let saved: i64 = sqlx::query_scalar(
+        "WITH saved AS (
+             INSERT INTO turns (session_id, job_id, message_id, question, answer, reference, status, worker_id)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1)
+             ON CONFLICT (job_id) DO NOTHING
+             RETURNING session_id),
+         touched AS (UPDATE sessions SET updated_at = now() WHERE id IN (SELECT session_id FROM saved))
+         SELECT count(*) FROM saved",
     )
     .bind(session_id)
     .bind(job.id)
@@ -62,13 +67,7 @@ pub async fn save(
     .bind(sqlx::types::Json(reference))
     .bind(status)
     .bind(worker_id)
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    if res.rows_affected() > 0 {
-        sqlx::query("UPDATE sessions SET updated_at = now() WHERE id = $1")
-            .bind(session_id)
-            .execute(db)
-            .await?;
-    }
-    Ok(res.rows_affected() > 0)
+    Ok(saved > 0)
 }
