@@ -40,7 +40,10 @@ HZ=$(getconf CLK_TCK)
 # CPU ticks of every process whose command name matches, summed (PostgreSQL forks per connection).
 group_ticks() { local t=0 p; for p in $(pgrep -x "$1" 2>/dev/null); do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
 PROC_GROUPS="beam.smp postgres redis-server ragq-sim ragq-loadgen"
-snapshot_groups() { local g; for g in $PROC_GROUPS; do printf '%s=%s ' "$g" "$(group_ticks "$g")"; done; }
+# Whole machine: busy and total ticks from /proc/stat (the load generator exits before the
+# second snapshot, so its share is what the machine spent beyond the named processes).
+machine_ticks() { awk '/^cpu / {busy=$2+$3+$4+$7+$8+$9; total=busy+$5+$6; print "machine_busy=" busy " machine_total=" total}' /proc/stat; }
+snapshot_groups() { local g; for g in $PROC_GROUPS; do printf '%s=%s ' "$g" "$(group_ticks "$g")"; done; machine_ticks; }
 
 # Warm-up: connections, caches.
 "$BIN/ragq-loadgen" --users 4 --requests 2 --test-type "$TYPE" --quiet >/dev/null
@@ -85,12 +88,24 @@ python3 - "$OUT" $LEVELS <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys, os
 out, levels = sys.argv[1], sys.argv[2:]
 print("\nCPU seconds per process during each level (and share of the 2-core machine's capacity):")
-names = ["api", "workers", "beam.smp", "postgres", "redis-server", "ragq-sim", "ragq-loadgen"]
+names = ["api", "workers", "beam.smp", "postgres", "redis-server", "ragq-sim", "other", "idle"]
 print(f"{'users':>6} {'wall_s':>7} " + " ".join(f"{n:>13}" for n in names))
 for n in levels:
     b = json.load(open(os.path.join(out, f"level-{n}.json")))["bench"]
     cpu = dict(b["cpu_s"], api=b["api_cpu_s"], workers=b["workers_cpu_s"])
     cap = 2 * b["wall_s"]
+    busy = cpu.pop("machine_busy", 0)
+    total = cpu.pop("machine_total", 0) or 1
+    named = sum(v for k, v in cpu.items() if k in names)
+    # The load generator (gone at the second snapshot) and everything else on the machine:
+    cpu["other"] = max(0.0, busy - named)
+    cpu["idle"] = max(0.0, total - busy)
+    cap = total
     print(f"{n:>6} {b['wall_s']:>7.1f} " + " ".join(f"{cpu.get(k, 0):>6.2f} ({100*cpu.get(k, 0)/cap:>3.0f}%)" for k in names))
 PY
+# Component probes: retrieval at 100k chunks, RabbitMQ and Redis ceilings, and the relay
+# latency through the running api (tools/probes). Skip with RAGQ_BENCH_PROBES=0.
+if [ "${RAGQ_BENCH_PROBES:-1}" = 1 ]; then
+  bash scripts/probes.sh 2>&1 | tee "$OUT/probes.txt"
+fi
 echo "[bench] done; ragq is still running (scripts/down.sh stops it)" >&2

@@ -21,6 +21,16 @@ use sqlx::PgPool;
 use super::error::StepError;
 use crate::providers::{Embedder, Reranker};
 
+/// Query words found in more than this fraction of chunks (PostgreSQL's `pg_stats` for
+/// `chunks.tsv`) are left out of the keyword query: OR-ing a very common word would match —
+/// and rank — a large part of the table. When every word is common, all of them are required
+/// (AND) instead. The term score still counts every query word.
+pub const COMMON_TERM_FREQUENCY: f32 = 0.005;
+
+/// Most chunks scored by vector similarity alone when keywords find too few (each carries its
+/// embedding: reading more costs more than it finds, without a vector index).
+pub const VECTOR_SCAN: i64 = 256;
+
 /// Full-text candidates fetched per query (RAGFlow's RERANK_LIMIT).
 pub const CANDIDATES: i64 = 64;
 
@@ -75,16 +85,28 @@ async fn keyword_candidates(
     question: &str,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(format!(
-        "{SELECT},
-              to_tsquery('english', replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')) q
-         WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ q
+        "WITH lexemes AS (
+             SELECT unnest(tsvector_to_array(to_tsvector('english', $2))) AS w),
+         stats AS (
+             SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs
+             FROM pg_stats WHERE tablename = 'chunks' AND attname = 'tsv' LIMIT 1),
+         rare AS (
+             SELECT l.w FROM lexemes l LEFT JOIN stats s ON true
+             WHERE COALESCE(s.freqs[array_position(s.elems, l.w)], 0) < $5),
+         query AS (
+             SELECT CASE WHEN EXISTS (SELECT 1 FROM rare)
+                         THEN (SELECT string_agg(quote_literal(w), ' | ') FROM rare)::tsquery
+                         ELSE plainto_tsquery('english', $2) END AS q)
+         {SELECT}, query
+         WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ query.q
            AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
-         ORDER BY ts_rank_cd(c.tsv, q) DESC LIMIT $3"
+         ORDER BY ts_rank_cd(c.tsv, query.q) DESC LIMIT $3"
     )))
     .bind(&p.dataset_ids)
     .bind(question)
     .bind(CANDIDATES)
     .bind(&p.document_ids)
+    .bind(COMMON_TERM_FREQUENCY)
     .fetch_all(db)
     .await
 }
@@ -95,13 +117,19 @@ async fn vector_candidates(
     exclude: &[String],
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE c.dataset_id = ANY($1) AND c.available AND NOT (c.id = ANY($2))
-           AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
+        "{SELECT}
+         WHERE c.id IN (
+             SELECT recent.id FROM unnest($1::text[]) AS ds(id)
+             CROSS JOIN LATERAL (
+                 SELECT r.id FROM chunks r
+                 WHERE r.dataset_id = ds.id AND r.available AND NOT (r.id = ANY($2))
+                   AND (cardinality($4::text[]) = 0 OR r.document_id = ANY($4))
+                 ORDER BY r.created_at DESC LIMIT $3) recent)
          ORDER BY c.created_at DESC LIMIT $3"
     )))
     .bind(&p.dataset_ids)
     .bind(exclude)
-    .bind(p.top_k.max(1))
+    .bind(p.top_k.clamp(1, VECTOR_SCAN))
     .bind(&p.document_ids)
     .fetch_all(db)
     .await
