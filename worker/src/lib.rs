@@ -126,7 +126,18 @@ impl Worker {
                 let mut consumer = Some(first);
                 loop {
                     if let Some(c) = consumer.take() {
-                        consumer::consume(c, pipeline.clone(), cancels.clone(), tracker.clone(), stop.clone()).await;
+                        // Watch the subscription: if its channel stays closed (lapin's recovery
+                        // failed) or the supervisor replaced the connection, end it and subscribe
+                        // again — a consumer stream on a dead connection may simply never yield.
+                        let lane_stop = stop.child_token();
+                        let watchdog = tokio::spawn(watch_subscription(
+                            broker.clone(),
+                            broker.current(),
+                            c.health(),
+                            lane_stop.clone(),
+                        ));
+                        consumer::consume(c, pipeline.clone(), cancels.clone(), tracker.clone(), lane_stop).await;
+                        watchdog.abort();
                     }
                     if stop.is_cancelled() {
                         return;
@@ -159,5 +170,37 @@ impl Worker {
         health_stop.cancel();
         self.broker.current().close().await;
         Ok(())
+    }
+}
+
+/// Cancels `lane_stop` when the subscription it guards is dead: its connection was replaced by
+/// the supervisor, or its channel stayed closed for 10 s.
+async fn watch_subscription(
+    broker: Supervised,
+    subscribed_on: ragq_common::broker::rabbitmq::RabbitMq,
+    health: ragq_common::broker::rabbitmq::ConsumerHealth,
+    lane_stop: CancellationToken,
+) {
+    let mut closed_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if lane_stop.is_cancelled() {
+            return;
+        }
+        let replaced = !broker.current().same_connection(&subscribed_on);
+        let closed = if health.is_connected() {
+            closed_since = None;
+            false
+        } else {
+            closed_since
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed()
+                > Duration::from_secs(10)
+        };
+        if replaced || closed {
+            tracing::warn!(replaced, "subscription is dead; subscribing again");
+            lane_stop.cancel();
+            return;
+        }
     }
 }

@@ -104,6 +104,11 @@ impl RabbitMq {
         &self.topology
     }
 
+    /// True when `other` is a handle on this very connection (not a rebuilt one).
+    pub fn same_connection(&self, other: &RabbitMq) -> bool {
+        Arc::ptr_eq(&self.conn, &other.conn)
+    }
+
     /// True while the connection is usable.
     pub fn is_connected(&self) -> bool {
         self.conn.status().connected()
@@ -462,6 +467,29 @@ fn death_reason(props: &BasicProperties) -> String {
 pub struct RabbitConsumer {
     channel: Channel,
     consumer: lapin::Consumer,
+}
+
+impl RabbitConsumer {
+    /// A handle that tells, after the consumer was handed off, whether its channel is still open.
+    pub fn health(&self) -> ConsumerHealth {
+        ConsumerHealth {
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+/// See [`RabbitConsumer::health`].
+#[derive(Clone)]
+pub struct ConsumerHealth {
+    channel: Channel,
+}
+
+impl ConsumerHealth {
+    /// True while the consumer's channel is open (false while lapin is recovering it, and for
+    /// good when recovery failed).
+    pub fn is_connected(&self) -> bool {
+        self.channel.status().connected()
+    }
 }
 
 struct RabbitSettle {
