@@ -7,41 +7,22 @@
 //! compatible rerank servers (vLLM's `/v2/rerank`, OpenVINO Model Server's `/v3/rerank`), which
 //! can use this provider with their own base URL.
 
+use super::scores::{RelevanceResults, Scale};
 use async_trait::async_trait;
-use serde::Deserialize;
 
-use super::scores::{Scale, in_input_order};
-use super::{ModelSpec, ProviderError, Reranker, Timeouts, endpoint, post_json};
+use super::{JsonEndpoint, ModelSpec, ProviderError, Reranker, Timeouts, endpoint};
 
-pub struct CohereRerank {
-    http: reqwest::Client,
-    url: String,
-    model: String,
-    api_key: String,
-    timeouts: Timeouts,
-}
+pub struct CohereRerank(JsonEndpoint);
 
 impl CohereRerank {
     pub fn new(http: reqwest::Client, spec: &ModelSpec, t: &Timeouts) -> Self {
-        CohereRerank {
+        CohereRerank(JsonEndpoint::new(
             http,
-            url: endpoint(&spec.base_url, "rerank"),
-            model: spec.model.clone(),
-            api_key: spec.api_key.clone(),
-            timeouts: t.clone(),
-        }
+            spec,
+            endpoint(&spec.base_url, "rerank"),
+            t,
+        ))
     }
-}
-
-#[derive(Deserialize)]
-struct Response {
-    results: Vec<Item>,
-}
-#[derive(Deserialize)]
-struct Item {
-    index: i64,
-    #[serde(default)]
-    relevance_score: Option<f64>,
 }
 
 #[async_trait]
@@ -51,27 +32,13 @@ impl Reranker for CohereRerank {
             return Ok(Vec::new());
         }
         let body = serde_json::json!({
-            "model": self.model,
+            "model": self.0.model,
             "query": query,
             "documents": documents,
             "top_n": documents.len(),
         });
-        let resp: Response = post_json(
-            &self.http,
-            &self.url,
-            &self.api_key,
-            &body,
-            self.timeouts.request,
-            self.timeouts.retries,
-        )
-        .await?;
-        Ok(in_input_order(
-            documents.len(),
-            resp.results
-                .into_iter()
-                .map(|i| (i.index, i.relevance_score)),
-            Scale::Unit,
-        ))
+        let resp: RelevanceResults = self.0.post(&body).await?;
+        Ok(resp.scores(documents.len(), Scale::Unit))
     }
 }
 

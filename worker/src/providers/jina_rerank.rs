@@ -1,39 +1,22 @@
 //! Jina-style rerank (`POST {base}/rerank` with `{model, query, documents, top_n}` →
 //! `{results: [{index, relevance_score}]}`).
 
+use super::scores::{RelevanceResults, Scale};
 use async_trait::async_trait;
-use serde::Deserialize;
 
-use super::{ModelSpec, ProviderError, Reranker, Timeouts, endpoint, post_json};
+use super::{JsonEndpoint, ModelSpec, ProviderError, Reranker, Timeouts, endpoint};
 
-pub struct JinaRerank {
-    http: reqwest::Client,
-    url: String,
-    model: String,
-    api_key: String,
-    timeouts: Timeouts,
-}
+pub struct JinaRerank(JsonEndpoint);
 
 impl JinaRerank {
     pub fn new(http: reqwest::Client, spec: &ModelSpec, t: &Timeouts) -> Self {
-        JinaRerank {
+        JinaRerank(JsonEndpoint::new(
             http,
-            url: endpoint(&spec.base_url, "rerank"),
-            model: spec.model.clone(),
-            api_key: spec.api_key.clone(),
-            timeouts: t.clone(),
-        }
+            spec,
+            endpoint(&spec.base_url, "rerank"),
+            t,
+        ))
     }
-}
-
-#[derive(Deserialize)]
-struct Response {
-    results: Vec<Item>,
-}
-#[derive(Deserialize)]
-struct Item {
-    index: usize,
-    relevance_score: f32,
 }
 
 #[async_trait]
@@ -43,24 +26,10 @@ impl Reranker for JinaRerank {
             return Ok(Vec::new());
         }
         let body = serde_json::json!({
-            "model": self.model, "query": query, "documents": documents, "top_n": documents.len(),
+            "model": self.0.model, "query": query, "documents": documents, "top_n": documents.len(),
         });
-        let resp: Response = post_json(
-            &self.http,
-            &self.url,
-            &self.api_key,
-            &body,
-            self.timeouts.request,
-            self.timeouts.retries,
-        )
-        .await?;
-        let mut scores = vec![0f32; documents.len()];
-        for item in resp.results {
-            if let Some(s) = scores.get_mut(item.index) {
-                *s = item.relevance_score;
-            }
-        }
-        Ok(scores)
+        let resp: RelevanceResults = self.0.post(&body).await?;
+        Ok(resp.scores(documents.len(), Scale::Unit))
     }
 }
 

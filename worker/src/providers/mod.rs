@@ -237,6 +237,46 @@ pub(crate) fn endpoint(base: &str, path: &str) -> String {
     )
 }
 
+/// One configured model's HTTP endpoint: where to POST, with which key and model name, bounded
+/// and retried like every call that is safe to repeat (embeddings, rerank). Providers hold one
+/// and add only their request and response shapes.
+pub(crate) struct JsonEndpoint {
+    http: reqwest::Client,
+    url: String,
+    /// The model name sent upstream.
+    pub(crate) model: String,
+    api_key: String,
+    timeouts: Timeouts,
+}
+
+impl JsonEndpoint {
+    pub(crate) fn new(http: reqwest::Client, spec: &ModelSpec, url: String, t: &Timeouts) -> Self {
+        JsonEndpoint {
+            http,
+            url,
+            model: spec.model.clone(),
+            api_key: spec.api_key.clone(),
+            timeouts: t.clone(),
+        }
+    }
+
+    /// POSTs `body` (per-attempt timeout, retries of transient failures), decodes the answer.
+    pub(crate) async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<T, ProviderError> {
+        post_json(
+            &self.http,
+            &self.url,
+            &self.api_key,
+            body,
+            self.timeouts.request,
+            self.timeouts.retries,
+        )
+        .await
+    }
+}
+
 /// POSTs a JSON body and decodes a JSON answer, with a per-attempt timeout and retries of
 /// transient failures (embeddings, rerank: calls that are safe to repeat).
 pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(

@@ -23,25 +23,18 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::scores::{Scale, in_input_order};
-use super::{ModelSpec, ProviderError, Reranker, Timeouts, endpoint, post_json};
+use super::{JsonEndpoint, ModelSpec, ProviderError, Reranker, Timeouts, endpoint};
 
-pub struct NvidiaRerank {
-    http: reqwest::Client,
-    url: String,
-    model: String,
-    api_key: String,
-    timeouts: Timeouts,
-}
+pub struct NvidiaRerank(JsonEndpoint);
 
 impl NvidiaRerank {
     pub fn new(http: reqwest::Client, spec: &ModelSpec, t: &Timeouts) -> Self {
-        NvidiaRerank {
+        NvidiaRerank(JsonEndpoint::new(
             http,
-            url: ranking_url(&spec.base_url, &spec.model),
-            model: spec.model.clone(),
-            api_key: spec.api_key.clone(),
-            timeouts: t.clone(),
-        }
+            spec,
+            ranking_url(&spec.base_url, &spec.model),
+            t,
+        ))
     }
 }
 
@@ -80,21 +73,13 @@ impl Reranker for NvidiaRerank {
             .map(|d| serde_json::json!({ "text": d }))
             .collect();
         let body = serde_json::json!({
-            "model": self.model,
+            "model": self.0.model,
             "query": { "text": query },
             "passages": passages,
             "truncate": "END",
             "top_n": documents.len(),
         });
-        let resp: Response = post_json(
-            &self.http,
-            &self.url,
-            &self.api_key,
-            &body,
-            self.timeouts.request,
-            self.timeouts.retries,
-        )
-        .await?;
+        let resp: Response = self.0.post(&body).await?;
         Ok(in_input_order(
             documents.len(),
             resp.rankings.into_iter().map(|r| (r.index, r.logit)),

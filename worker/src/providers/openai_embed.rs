@@ -3,25 +3,18 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Embedder, ModelSpec, ProviderError, Timeouts, endpoint, post_json};
+use super::{Embedder, JsonEndpoint, ModelSpec, ProviderError, Timeouts, endpoint};
 
-pub struct OpenAiEmbed {
-    http: reqwest::Client,
-    url: String,
-    model: String,
-    api_key: String,
-    timeouts: Timeouts,
-}
+pub struct OpenAiEmbed(JsonEndpoint);
 
 impl OpenAiEmbed {
     pub fn new(http: reqwest::Client, spec: &ModelSpec, t: &Timeouts) -> Self {
-        OpenAiEmbed {
+        OpenAiEmbed(JsonEndpoint::new(
             http,
-            url: endpoint(&spec.base_url, "embeddings"),
-            model: spec.model.clone(),
-            api_key: spec.api_key.clone(),
-            timeouts: t.clone(),
-        }
+            spec,
+            endpoint(&spec.base_url, "embeddings"),
+            t,
+        ))
     }
 }
 
@@ -41,16 +34,8 @@ impl Embedder for OpenAiEmbed {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let body = serde_json::json!({ "model": self.model, "input": texts });
-        let resp: Response = post_json(
-            &self.http,
-            &self.url,
-            &self.api_key,
-            &body,
-            self.timeouts.request,
-            self.timeouts.retries,
-        )
-        .await?;
+        let body = serde_json::json!({ "model": self.0.model, "input": texts });
+        let resp: Response = self.0.post(&body).await?;
         let mut out = vec![Vec::new(); texts.len()];
         for mut item in resp.data {
             let slot = out.get_mut(item.index).ok_or_else(|| {

@@ -17,6 +17,33 @@
 //! (or negative) is ignored, a document the answer does not mention scores `0`, and so does an
 //! entry without a score.
 
+/// The `{results: [{index, relevance_score}]}` answer shared by Jina, Xinference, LocalAI and
+/// Cohere (extra fields such as `document` or `usage` are ignored).
+#[derive(serde::Deserialize)]
+pub(crate) struct RelevanceResults {
+    results: Vec<RelevanceItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct RelevanceItem {
+    index: i64,
+    #[serde(default)]
+    relevance_score: Option<f64>,
+}
+
+impl RelevanceResults {
+    /// One score per input document, in input order (see [`in_input_order`]).
+    pub(crate) fn scores(self, len: usize, scale: Scale) -> Vec<f32> {
+        in_input_order(
+            len,
+            self.results
+                .into_iter()
+                .map(|i| (i.index, i.relevance_score)),
+            scale,
+        )
+    }
+}
+
 /// How a provider's raw scores become `0..=1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Scale {

@@ -10,41 +10,22 @@
 //! goes through a sigmoid. RAGFlow passes the raw values through; we map them so the
 //! [`Reranker`] contract (`0..=1`) holds and `similarity_threshold` keeps its meaning.
 
+use super::scores::{RelevanceResults, Scale};
 use async_trait::async_trait;
-use serde::Deserialize;
 
-use super::scores::{Scale, in_input_order};
-use super::{ModelSpec, ProviderError, Reranker, Timeouts, endpoint, post_json};
+use super::{JsonEndpoint, ModelSpec, ProviderError, Reranker, Timeouts, endpoint};
 
-pub struct XinferenceRerank {
-    http: reqwest::Client,
-    url: String,
-    model: String,
-    api_key: String,
-    timeouts: Timeouts,
-}
+pub struct XinferenceRerank(JsonEndpoint);
 
 impl XinferenceRerank {
     pub fn new(http: reqwest::Client, spec: &ModelSpec, t: &Timeouts) -> Self {
-        XinferenceRerank {
+        XinferenceRerank(JsonEndpoint::new(
             http,
-            url: endpoint(&spec.base_url, "rerank"),
-            model: spec.model.clone(),
-            api_key: spec.api_key.clone(),
-            timeouts: t.clone(),
-        }
+            spec,
+            endpoint(&spec.base_url, "rerank"),
+            t,
+        ))
     }
-}
-
-#[derive(Deserialize)]
-struct Response {
-    results: Vec<Item>,
-}
-#[derive(Deserialize)]
-struct Item {
-    index: i64,
-    #[serde(default)]
-    relevance_score: Option<f64>,
 }
 
 #[async_trait]
@@ -54,28 +35,14 @@ impl Reranker for XinferenceRerank {
             return Ok(Vec::new());
         }
         let body = serde_json::json!({
-            "model": self.model,
+            "model": self.0.model,
             "query": query,
             "documents": documents,
             "return_documents": false,
             "top_n": documents.len(),
         });
-        let resp: Response = post_json(
-            &self.http,
-            &self.url,
-            &self.api_key,
-            &body,
-            self.timeouts.request,
-            self.timeouts.retries,
-        )
-        .await?;
-        Ok(in_input_order(
-            documents.len(),
-            resp.results
-                .into_iter()
-                .map(|i| (i.index, i.relevance_score)),
-            Scale::Auto,
-        ))
+        let resp: RelevanceResults = self.0.post(&body).await?;
+        Ok(resp.scores(documents.len(), Scale::Auto))
     }
 }
 
