@@ -12,6 +12,7 @@
 #   RAGQ_UPSTREAM_MODEL=      chat model name on that server (default: sim)
 #   RAGQ_UPSTREAM_API_KEY=    its API key, if any
 #   RAGQ_DB_NAME=ragq
+#   RAGQ_BIN_DIR=             run the binaries in this folder instead of building them
 #   RAGQ_DEMO_REFINE_MULTITURN=false  the demo chat answers each question as asked (workload W1
 #                             measures single questions); chats created over the API default to true
 set -euo pipefail
@@ -29,9 +30,13 @@ export RAGQ_DATABASE_URL=${RAGQ_DATABASE_URL:-postgres://postgres@127.0.0.1:5432
 STATE=$ROOT/.ragq
 mkdir -p "$STATE/pids" "$STATE/logs"
 
-log "building release binaries"
-cargo build --release --locked -p ragq-api -p ragq-worker -p ragq-sim -p ragq-loadgen 2>&1 | tail -n 2 >&2
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+if [ -n "${RAGQ_BIN_DIR:-}" ]; then
+  BIN=$RAGQ_BIN_DIR # prebuilt binaries (e.g. two builds compared by a benchmark)
+else
+  log "building release binaries"
+  cargo build --release --locked -p ragq-api -p ragq-worker -p ragq-sim -p ragq-loadgen 2>&1 | tail -n 2 >&2
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+fi
 
 # Stop what a previous run left.
 bash scripts/down.sh >/dev/null 2>&1 || true

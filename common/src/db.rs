@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::config::DbConfig;
 
@@ -23,6 +23,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A pooled connection idle longer than this is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// Opens a pool. Connections are never held across HTTP calls (see the worker), so a small pool
 /// serves many concurrent jobs.
 pub async fn connect(cfg: &DbConfig) -> Result<PgPool, DbError> {
@@ -32,6 +35,18 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .min_connections(1)
+        // sqlx pings every connection before handing it out: one more round trip per query.
+        // Ping only connections that sat idle (they may have died with a database restart);
+        // a busy pool's connections were just used and are handed out at once.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(opts)
         .await

@@ -1,5 +1,5 @@
 //! Step 1: load what a job needs from PostgreSQL — the chat's settings, its models and the
-//! session's history — in concurrent queries. No connection is kept after this step.
+//! session's history — in one statement. No connection is kept after this step.
 
 use ragq_common::job::{ChatMessage, Job, JobKind, Role};
 use serde_json::Value;
@@ -70,7 +70,7 @@ impl ChatSettings {
 }
 
 /// One earlier question and its answer.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow, serde::Deserialize)]
 pub struct Turn {
     pub question: String,
     pub answer: String,
@@ -88,49 +88,62 @@ pub struct JobContext {
 /// How many earlier turns are loaded (the prompt builder then fits them to the model's budget).
 const HISTORY_TURNS: i64 = 50;
 
+/// The row [`load`] reads: the chat's settings, the session's recent turns and the tenant's
+/// models, in one statement (one connection, one round trip).
+#[derive(sqlx::FromRow)]
+struct ContextRow {
+    #[sqlx(flatten)]
+    chat: ChatSettings,
+    history: sqlx::types::Json<Vec<Turn>>,
+    models: sqlx::types::Json<Vec<ModelSpec>>,
+}
+
 pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
-    let chat_q = sqlx::query_as::<_, ChatSettings>(
+    // OpenAI requests carry their history in the job; RAGFlow ones read the session's turns.
+    let session_id = match job.kind {
+        JobKind::OpenaiChat => None,
+        _ => job.session_id.as_deref(),
+    };
+    let row = sqlx::query_as::<_, ContextRow>(
         "SELECT c.id, c.llm_model, c.llm_setting, c.prompt_config, c.similarity_threshold,
                 c.vector_similarity_weight, c.top_n, c.top_k, c.rerank_model, c.dataset_ids,
                 ARRAY(SELECT DISTINCT d.embedding_model FROM datasets d
-                      WHERE d.id = ANY(c.dataset_ids) AND d.tenant_id = c.tenant_id) AS embedding_models
+                      WHERE d.id = ANY(c.dataset_ids) AND d.tenant_id = c.tenant_id) AS embedding_models,
+                COALESCE((SELECT json_agg(json_build_object('question', t.question, 'answer', t.answer)
+                                          ORDER BY t.seq)
+                          FROM (SELECT seq, question, answer FROM turns
+                                WHERE session_id = $3 AND status IN ('done', 'stopped') AND job_id <> $4
+                                ORDER BY seq DESC LIMIT $5) t), '[]') AS history,
+                -- The tenant's models are few: take them all and pick in memory.
+                COALESCE((SELECT json_agg(json_build_object('name', m.name, 'kind', m.kind,
+                                  'provider', m.provider, 'base_url', m.base_url, 'model', m.model,
+                                  'api_key', m.api_key, 'max_tokens', m.max_tokens))
+                          FROM models m WHERE m.tenant_id = c.tenant_id), '[]') AS models
          FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
     )
     .bind(&job.chat_id)
     .bind(&job.tenant_id)
-    .fetch_optional(db);
-    let history_q = async {
-        if job.kind == JobKind::OpenaiChat {
-            return Ok(turns_from_messages(&job.messages));
-        }
-        match &job.session_id {
-            Some(sid) => {
-                let mut turns = sqlx::query_as::<_, Turn>(
-                    "SELECT question, answer FROM turns
-                     WHERE session_id = $1 AND status IN ('done', 'stopped') AND job_id <> $2
-                     ORDER BY seq DESC LIMIT $3",
-                )
-                .bind(sid)
-                .bind(job.id)
-                .bind(HISTORY_TURNS)
-                .fetch_all(db)
-                .await?;
-                turns.reverse();
-                Ok::<_, sqlx::Error>(turns)
-            }
-            None => Ok(Vec::new()),
-        }
+    .bind(session_id)
+    .bind(job.id)
+    .bind(HISTORY_TURNS)
+    .fetch_optional(db)
+    .await?;
+    let Some(ContextRow {
+        chat,
+        history,
+        models,
+    }) = row
+    else {
+        return Err(StepError::BadRequest(format!(
+            "You don't own the chat {}",
+            job.chat_id
+        )));
     };
-    // The tenant's models are few: fetch them all in the same round trip and pick in memory.
-    let models_q = sqlx::query_as::<_, ModelSpec>(
-        "SELECT name, kind, provider, base_url, model, api_key, max_tokens FROM models WHERE tenant_id = $1",
-    )
-    .bind(&job.tenant_id)
-    .fetch_all(db);
-    let (chat, history, models) = tokio::try_join!(chat_q, history_q, models_q)?;
-    let chat = chat
-        .ok_or_else(|| StepError::BadRequest(format!("You don't own the chat {}", job.chat_id)))?;
-    let models = models.into_iter().filter(|m| match m.kind.as_str() {
+    let history = match job.kind {
+        JobKind::OpenaiChat => turns_from_messages(&job.messages),
+        _ => history.0,
+    };
+    let models = models.0.into_iter().filter(|m| match m.kind.as_str() {
         "chat" => m.name == chat.llm_model,
         "rerank" => m.name == chat.rerank_model,
         _ => chat.embedding_models.contains(&m.name),

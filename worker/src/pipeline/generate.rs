@@ -22,6 +22,8 @@ pub struct Generated {
     pub pieces: u64,
     /// True when the job was cancelled mid-answer.
     pub stopped: bool,
+    /// When the first piece was published (time to first chunk, as the worker sees it).
+    pub first_piece_at: Option<tokio::time::Instant>,
 }
 
 pub struct Limits {
@@ -46,13 +48,14 @@ pub async fn generate(
             Ok(s) => s?,
             Err(_) => return Err(ProviderError::Timeout("no first token").into()),
         },
-        _ = cancel.cancelled() => return Ok(Generated { answer: String::new(), pieces: 0, stopped: true }),
+        _ = cancel.cancelled() => return Ok(Generated { answer: String::new(), pieces: 0, stopped: true, first_piece_at: None }),
     };
     let mut answer = String::new();
     let mut pieces = 0u64;
     // Text read but not yet published, and when the last delta went out.
     let mut pending = String::new();
     let mut last_flush = tokio::time::Instant::now();
+    let mut first_piece_at = None;
     loop {
         let idle_deadline = if pieces == 0 {
             first_deadline
@@ -68,7 +71,7 @@ pub async fn generate(
         };
         let next = tokio::select! {
             r = tokio::time::timeout_at(wake, stream.next()) => r,
-            _ = cancel.cancelled() => return Ok(Generated { answer, pieces, stopped: true }),
+            _ = cancel.cancelled() => return Ok(Generated { answer, pieces, stopped: true, first_piece_at }),
         };
         match next {
             Err(_) if !pending.is_empty() && tokio::time::Instant::now() < idle_deadline => {
@@ -99,6 +102,7 @@ pub async fn generate(
                         })
                         .await?;
                     last_flush = tokio::time::Instant::now();
+                    first_piece_at.get_or_insert(last_flush);
                 }
             }
         }
@@ -113,5 +117,6 @@ pub async fn generate(
         answer,
         pieces,
         stopped: false,
+        first_piece_at,
     })
 }

@@ -103,6 +103,7 @@ impl Pipeline {
         cancel: &CancellationToken,
     ) -> Result<(), StepError> {
         let started = Instant::now();
+        let queued = queued_ms(job);
         if cancel.is_cancelled() {
             return Err(StepError::Cancelled);
         }
@@ -192,9 +193,22 @@ impl Pipeline {
             max_tokens,
         });
         let conf = gen_conf(&ctx.chat.llm_setting, max_tokens);
+        let prompted = started.elapsed();
         let generated =
             generate::generate(model, &messages, &conf, events, &self.limits, cancel).await?;
         let total = started.elapsed();
+        // Where a job's time went (RUST_LOG=ragq_worker::pipeline=debug): queued = from the
+        // ingress creating the job (its UUIDv7 timestamp) to this worker starting it.
+        tracing::debug!(
+            job = %job.id,
+            queued_ms = queued,
+            context_ms = ms(loaded),
+            retrieve_ms = ms(retrieved - loaded),
+            prompt_ms = ms(prompted - retrieved),
+            first_chunk_ms = generated.first_piece_at.map(|t| ms(t.into_std() - started)),
+            total_ms = ms(total),
+            "job timings"
+        );
 
         let (answer, cited) = if quote && !generated.stopped {
             citations::decorate(&generated.answer, &reference.chunks)
@@ -271,6 +285,17 @@ impl Pipeline {
         events.send(EventBody::Done(Box::new(done))).await?;
         Ok(())
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Milliseconds since the job was created (the timestamp in its UUIDv7), if it has one.
+fn queued_ms(job: &Job) -> Option<i64> {
+    let (secs, nanos) = job.id.get_timestamp()?.to_unix();
+    let created_ms = secs as i64 * 1000 + i64::from(nanos / 1_000_000);
+    Some(chrono::Utc::now().timestamp_millis() - created_ms)
 }
 
 /// Re-sends a turn saved by an earlier attempt of the same job.

@@ -79,11 +79,10 @@ const SELECT: &str =
     "SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
      FROM chunks c JOIN documents d ON d.id = c.document_id";
 
-async fn keyword_candidates(
-    db: &PgPool,
-    p: &Params,
-    question: &str,
-) -> Result<Vec<Candidate>, sqlx::Error> {
+/// Full-text candidates and, when they are fewer than `top_n`, vector-scan candidates — in one
+/// statement. The fallback branch's condition depends on no row, so PostgreSQL evaluates it once
+/// and skips the scan entirely when keywords found enough.
+async fn candidates(db: &PgPool, p: &Params, question: &str) -> Result<Vec<Candidate>, sqlx::Error> {
     sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(format!(
         "WITH lexemes AS (
              SELECT unnest(tsvector_to_array(to_tsvector('english', $2))) AS w),
@@ -96,41 +95,33 @@ async fn keyword_candidates(
          query AS (
              SELECT CASE WHEN EXISTS (SELECT 1 FROM rare)
                          THEN (SELECT string_agg(quote_literal(w), ' | ') FROM rare)::tsquery
-                         ELSE plainto_tsquery('english', $2) END AS q)
-         {SELECT}, query
-         WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ query.q
-           AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
-         ORDER BY ts_rank_cd(c.tsv, query.q) DESC LIMIT $3"
+                         ELSE plainto_tsquery('english', $2) END AS q),
+         keyword AS MATERIALIZED (
+             {SELECT}, query
+             WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ query.q
+               AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
+             ORDER BY ts_rank_cd(c.tsv, query.q) DESC LIMIT $3)
+         SELECT * FROM keyword
+         UNION ALL
+         SELECT * FROM ({SELECT}
+             WHERE (SELECT count(*) FROM keyword) < $6
+               AND c.id IN (
+                 SELECT recent.id FROM unnest($1::text[]) AS ds(id)
+                 CROSS JOIN LATERAL (
+                     SELECT r.id FROM chunks r
+                     WHERE r.dataset_id = ds.id AND r.available
+                       AND (cardinality($4::text[]) = 0 OR r.document_id = ANY($4))
+                       AND r.id NOT IN (SELECT id FROM keyword)
+                     ORDER BY r.created_at DESC LIMIT $7) recent)
+             ORDER BY c.created_at DESC LIMIT $7) fallback"
     )))
     .bind(&p.dataset_ids)
     .bind(question)
     .bind(CANDIDATES)
     .bind(&p.document_ids)
     .bind(COMMON_TERM_FREQUENCY)
-    .fetch_all(db)
-    .await
-}
-
-async fn vector_candidates(
-    db: &PgPool,
-    p: &Params,
-    exclude: &[String],
-) -> Result<Vec<Candidate>, sqlx::Error> {
-    sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(format!(
-        "{SELECT}
-         WHERE c.id IN (
-             SELECT recent.id FROM unnest($1::text[]) AS ds(id)
-             CROSS JOIN LATERAL (
-                 SELECT r.id FROM chunks r
-                 WHERE r.dataset_id = ds.id AND r.available AND NOT (r.id = ANY($2))
-                   AND (cardinality($4::text[]) = 0 OR r.document_id = ANY($4))
-                 ORDER BY r.created_at DESC LIMIT $3) recent)
-         ORDER BY c.created_at DESC LIMIT $3"
-    )))
-    .bind(&p.dataset_ids)
-    .bind(exclude)
+    .bind(p.top_n as i64)
     .bind(p.top_k.clamp(1, VECTOR_SCAN))
-    .bind(&p.document_ids)
     .fetch_all(db)
     .await
 }
@@ -169,19 +160,13 @@ pub async fn rank(
         return Ok(Vec::new());
     }
     let q = [question.to_string()];
-    let (qvec, mut candidates) = tokio::try_join!(
-        async { embedder.embed(&q).await.map_err(StepError::from) },
-        async {
-            keyword_candidates(db, p, question)
-                .await
-                .map_err(StepError::from)
-        },
-    )?;
+    let started = std::time::Instant::now();
+    let ((qvec, embedded), (candidates, searched)) = tokio::join!(
+        async { (embedder.embed(&q).await, started.elapsed()) },
+        async { (candidates(db, p, question).await, started.elapsed()) },
+    );
+    let (qvec, candidates) = (qvec?, candidates?);
     let qvec = qvec.into_iter().next().unwrap_or_default();
-    if candidates.len() < p.top_n {
-        let seen: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
-        candidates.extend(vector_candidates(db, p, &seen).await?);
-    }
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
@@ -203,6 +188,13 @@ pub async fn rank(
         }
         None => None,
     };
+    tracing::debug!(
+        embed_ms = embedded.as_secs_f64() * 1e3,
+        search_ms = searched.as_secs_f64() * 1e3,
+        candidates = scored.len(),
+        rerank_ms = (started.elapsed() - embedded.max(searched)).as_secs_f64() * 1e3,
+        "retrieval timings"
+    );
     for (i, s) in scored.iter_mut().enumerate() {
         let semantic = rerank_scores
             .as_ref()

@@ -70,7 +70,7 @@ impl From<reqwest::Error> for ProviderError {
 }
 
 /// One configured model (a row of `models`).
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow, serde::Deserialize)]
 pub struct ModelSpec {
     pub name: String,
     pub kind: String,
