@@ -73,6 +73,7 @@ impl Worker {
                 coalesce: Duration::from_millis(cfg.coalesce_ms),
             },
             worker_id,
+            common_terms: pipeline::common_terms::CommonTerms::new(),
         });
         Ok(Worker {
             cfg,

@@ -16,8 +16,9 @@
 //!    `--queries` generated questions at each concurrency level, after a warm-up. A second, smaller
 //!    run uses questions that match no keyword, which forces the vector fallback (`top_k` chunks).
 //! 4. **Diagnosis.** How many chunks the OR-ed keyword query matches per question, and
-//!    `EXPLAIN (ANALYZE, BUFFERS)` of the keyword query (custom and generic plan) and of the vector
-//!    fallback query, with the same SQL as `retrieve.rs`.
+//!    `EXPLAIN (ANALYZE, BUFFERS)` of the worker's own candidates statement
+//!    (`retrieve::CANDIDATES_SQL`: custom and generic plan, and a question that forces the vector
+//!    fallback).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ragq_common::config::DbConfig;
 use ragq_common::db::new_id;
+use ragq_worker::pipeline::common_terms::CommonTerms;
 use ragq_worker::pipeline::retrieve::{self, Params};
 use ragq_worker::providers::Embedder;
 use ragq_worker::providers::local_embed::LocalEmbedder;
@@ -44,23 +46,6 @@ const CHUNKS_PER_DOC: usize = 100;
 const BATCH: usize = 5000;
 const VOCABULARY: usize = 4000;
 const ZIPF_S: f64 = 1.0;
-
-/// The keyword query of `retrieve.rs::keyword_candidates` (kept identical by hand), for EXPLAIN.
-const KEYWORD_SQL: &str =
-    "SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
-     FROM chunks c JOIN documents d ON d.id = c.document_id,
-          to_tsquery('english', replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')) q
-     WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ q
-       AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
-     ORDER BY ts_rank_cd(c.tsv, q) DESC LIMIT $3";
-
-/// The fallback query of `retrieve.rs::vector_candidates` (kept identical by hand).
-const VECTOR_SQL: &str =
-    "SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
-     FROM chunks c JOIN documents d ON d.id = c.document_id
-     WHERE c.dataset_id = ANY($1) AND c.available AND NOT (c.id = ANY($2))
-       AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
-     ORDER BY c.created_at DESC LIMIT $3";
 
 pub struct Args {
     pub chunks: usize,
@@ -117,10 +102,11 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
             .collect(),
     );
     let embedder: Arc<dyn Embedder> = Arc::new(LocalEmbedder);
+    let common = Arc::new(CommonTerms::new());
 
     // Warm-up: connections, prepared statements, buffer cache.
     let warm: Arc<Vec<String>> = Arc::new(questions.iter().take(50).cloned().collect());
-    timed(&db, &embedder, &params, &warm, 2).await?;
+    timed(&db, &common, &embedder, &params, &warm, 2).await?;
 
     let mut runs = Vec::new();
     for &c in &args.concurrency {
@@ -130,7 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         );
         runs.push((
             format!("{c}"),
-            timed(&db, &embedder, &params, &questions, c).await?,
+            timed(&db, &common, &embedder, &params, &questions, c).await?,
         ));
     }
     if !misses.is_empty() {
@@ -140,12 +126,12 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         );
         runs.push((
             "1 fallback".into(),
-            timed(&db, &embedder, &params, &misses, 1).await?,
+            timed(&db, &common, &embedder, &params, &misses, 1).await?,
         ));
     }
 
     let selectivity = selectivity(&db, &dataset_id, &questions).await?;
-    let plans = explain(&db, &dataset_id, &questions).await?;
+    let plans = explain(&db, &common, &params, &questions, &misses).await?;
 
     // Table.
     let mut out = String::new();
@@ -447,6 +433,7 @@ struct Run {
 /// Runs every question once, `concurrency` at a time.
 async fn timed(
     db: &PgPool,
+    common: &Arc<CommonTerms>,
     embedder: &Arc<dyn Embedder>,
     params: &Params,
     questions: &Arc<Vec<String>>,
@@ -456,8 +443,9 @@ async fn timed(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (db, embedder, params, questions, next) = (
+        let (db, common, embedder, params, questions, next) = (
             db.clone(),
+            common.clone(),
             embedder.clone(),
             params.clone(),
             questions.clone(),
@@ -476,7 +464,8 @@ async fn timed(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(q) = questions.get(i) else { break };
                 let t = Instant::now();
-                let res = retrieve::retrieve(&db, embedder.clone(), None, &params, q).await;
+                let res =
+                    retrieve::retrieve(&db, &common, embedder.clone(), None, &params, q).await;
                 r.latency.record(t.elapsed());
                 r.queries += 1;
                 match res {
@@ -578,52 +567,37 @@ impl Plan {
     }
 }
 
-/// EXPLAIN (ANALYZE, BUFFERS) of the keyword query (custom, then generic plan, for the first
-/// question) and of the vector fallback query.
+/// EXPLAIN (ANALYZE, BUFFERS) of the worker's candidates statement: the first question with a
+/// custom and with a generic plan, and a question no keyword matches (the vector fallback).
 async fn explain(
     db: &PgPool,
-    dataset: &str,
+    common: &CommonTerms,
+    params: &Params,
     questions: &[String],
+    misses: &[String],
 ) -> anyhow::Result<Vec<(String, Plan)>> {
     let q = questions
         .first()
         .cloned()
         .unwrap_or_else(|| "queue worker".into());
-    let datasets = vec![dataset.to_string()];
-    let none: Vec<String> = Vec::new();
+    let miss = misses.first().cloned().unwrap_or_else(|| "zzzq".into());
+    let common = common.get(db).await;
     let mut conn = db.acquire().await?;
     let mut plans = Vec::new();
-    for (name, mode) in [
-        ("keyword (custom plan)", "auto"),
-        ("keyword (generic plan)", "force_generic_plan"),
+    for (name, mode, question) in [
+        ("candidates (custom plan)", "auto", &q),
+        ("candidates (generic plan)", "force_generic_plan", &q),
+        ("candidates, vector fallback", "auto", &miss),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!("SET plan_cache_mode = {mode}")))
             .execute(&mut *conn)
             .await?;
-        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN (ANALYZE, BUFFERS) {KEYWORD_SQL}"
-        )))
-        .bind(&datasets)
-        .bind(&q)
-        .bind(retrieve::CANDIDATES)
-        .bind(&none)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = retrieve::explain_candidates(&mut conn, &common, params, question).await?;
         plans.push((name.to_string(), plan(rows)));
     }
     sqlx::query("RESET plan_cache_mode")
         .execute(&mut *conn)
         .await?;
-    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN (ANALYZE, BUFFERS) {VECTOR_SQL}"
-    )))
-    .bind(&datasets)
-    .bind(&none)
-    .bind(1024i64)
-    .bind(&none)
-    .fetch_all(&mut *conn)
-    .await?;
-    plans.push(("vector fallback".to_string(), plan(rows)));
     Ok(plans)
 }
 

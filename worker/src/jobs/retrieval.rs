@@ -175,7 +175,15 @@ async fn search(p: &Pipeline, job: &Job, params: &Params) -> Result<Value, StepE
         vector_similarity_weight: params.vector_similarity_weight,
         document_ids: params.document_ids.clone(),
     };
-    let ranked = retrieve::rank(&p.db, embedder, reranker, &rp, &job.question).await?;
+    let ranked = retrieve::rank(
+        &p.db,
+        &p.common_terms,
+        embedder,
+        reranker,
+        &rp,
+        &job.question,
+    )
+    .await?;
     let total = ranked.len();
     let start = (page - 1).saturating_mul(page_size).min(total);
     let end = start.saturating_add(page_size).min(total);

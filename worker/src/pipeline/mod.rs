@@ -9,6 +9,7 @@
 //! itself (nobody could be told) makes the job go back to the queue.
 
 pub mod citations;
+pub mod common_terms;
 pub mod context;
 pub mod error;
 pub mod events;
@@ -48,6 +49,8 @@ pub struct Pipeline {
     pub bus: Arc<dyn EventPublisher>,
     pub limits: generate::Limits,
     pub worker_id: String,
+    /// Search words too common to query alone (cached from PostgreSQL's statistics).
+    pub common_terms: common_terms::CommonTerms,
 }
 
 impl Pipeline {
@@ -149,7 +152,15 @@ impl Pipeline {
                     vector_similarity_weight: ctx.chat.vector_similarity_weight,
                     document_ids: Vec::new(),
                 };
-                retrieve::retrieve(&self.db, embedder, reranker, &params, &search_question).await?
+                retrieve::retrieve(
+                    &self.db,
+                    &self.common_terms,
+                    embedder,
+                    reranker,
+                    &params,
+                    &search_question,
+                )
+                .await?
             }
             _ => Reference::default(),
         };

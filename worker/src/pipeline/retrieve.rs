@@ -1,7 +1,7 @@
 //! Step 2: hybrid retrieval over the chat's datasets.
 //!
 //! 1. In parallel: embed the question, and fetch full-text candidates from PostgreSQL (the
-//!    question's lexemes OR-ed together, ranked by `ts_rank_cd`, GIN index). When keywords find
+//!    question's uncommon lexemes OR-ed together, at most `KEYWORD_SCAN` matches ranked by `ts_rank`, GIN index). When keywords find
 //!    fewer than `top_n` chunks, up to `top_k` more chunks are scanned by vector similarity alone.
 //! 2. Score every candidate as RAGFlow does: `sim = (1 − w)·term + w·vector`, where `term` is the
 //!    fraction of query terms the chunk contains, `vector` the cosine of the embeddings, and `w`
@@ -18,18 +18,18 @@ use ragq_common::event::{DocAgg, RefChunk, Reference};
 use ragq_common::text;
 use sqlx::PgPool;
 
+use super::common_terms::CommonTerms;
 use super::error::StepError;
 use crate::providers::{Embedder, Reranker};
-
-/// Query words found in more than this fraction of chunks (PostgreSQL's `pg_stats` for
-/// `chunks.tsv`) are left out of the keyword query: OR-ing a very common word would match —
-/// and rank — a large part of the table. When every word is common, all of them are required
-/// (AND) instead. The term score still counts every query word.
-pub const COMMON_TERM_FREQUENCY: f32 = 0.005;
 
 /// Most chunks scored by vector similarity alone when keywords find too few (each carries its
 /// embedding: reading more costs more than it finds, without a vector index).
 pub const VECTOR_SCAN: i64 = 256;
+
+/// Most keyword matches ranked per query. A question made only of words found in thousands of
+/// chunks would otherwise read and rank every one of them (at 100k chunks, two common words
+/// match ~4,500); the first `KEYWORD_SCAN` matches found are ranked instead.
+pub const KEYWORD_SCAN: i64 = 500;
 
 /// Full-text candidates fetched per query (RAGFlow's RERANK_LIMIT).
 pub const CANDIDATES: i64 = 64;
@@ -75,35 +75,35 @@ pub fn encode_embedding(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-const SELECT: &str =
-    "SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
-     FROM chunks c JOIN documents d ON d.id = c.document_id";
-
-/// Full-text candidates and, when they are fewer than `top_n`, vector-scan candidates — in one
-/// statement. The fallback branch's condition depends on no row, so PostgreSQL evaluates it once
-/// and skips the scan entirely when keywords found enough.
-async fn candidates(db: &PgPool, p: &Params, question: &str) -> Result<Vec<Candidate>, sqlx::Error> {
-    sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(format!(
-        "WITH lexemes AS (
+/// The candidates query ([`candidates`]); public so that probes can EXPLAIN the very statement.
+///
+/// `$1` dataset ids, `$2` question, `$3` keyword candidates, `$4` document ids (empty = all),
+/// `$5` common lexemes ([`CommonTerms`]), `$6` `top_n`, `$7` vector-scan size, `$8` most keyword
+/// matches ranked ([`KEYWORD_SCAN`]).
+pub const CANDIDATES_SQL: &str = "WITH lexemes AS (
              SELECT unnest(tsvector_to_array(to_tsvector('english', $2))) AS w),
-         stats AS (
-             SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs
-             FROM pg_stats WHERE tablename = 'chunks' AND attname = 'tsv' LIMIT 1),
-         rare AS (
-             SELECT l.w FROM lexemes l LEFT JOIN stats s ON true
-             WHERE COALESCE(s.freqs[array_position(s.elems, l.w)], 0) < $5),
+         rare AS (SELECT w FROM lexemes WHERE NOT (w = ANY($5::text[]))),
          query AS (
              SELECT CASE WHEN EXISTS (SELECT 1 FROM rare)
                          THEN (SELECT string_agg(quote_literal(w), ' | ') FROM rare)::tsquery
                          ELSE plainto_tsquery('english', $2) END AS q),
+         -- Rank ids first: a chunk's wide columns (content, embedding) are read only for the
+         -- few that make the cut, not for every match.
+         ranked AS MATERIALIZED (
+             SELECT m.id, ts_rank(m.tsv, query.q, 1) AS rank
+             FROM (SELECT c.id, c.tsv FROM chunks c, query
+                   WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ query.q
+                     AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
+                   LIMIT $8) m, query
+             ORDER BY rank DESC LIMIT $3),
          keyword AS MATERIALIZED (
-             {SELECT}, query
-             WHERE c.dataset_id = ANY($1) AND c.available AND c.tsv @@ query.q
-               AND (cardinality($4::text[]) = 0 OR c.document_id = ANY($4))
-             ORDER BY ts_rank_cd(c.tsv, query.q) DESC LIMIT $3)
+             SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
+             FROM ranked JOIN chunks c ON c.id = ranked.id JOIN documents d ON d.id = c.document_id
+             ORDER BY ranked.rank DESC)
          SELECT * FROM keyword
          UNION ALL
-         SELECT * FROM ({SELECT}
+         SELECT * FROM (SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
+             FROM chunks c JOIN documents d ON d.id = c.document_id
              WHERE (SELECT count(*) FROM keyword) < $6
                AND c.id IN (
                  SELECT recent.id FROM unnest($1::text[]) AS ds(id)
@@ -113,15 +113,56 @@ async fn candidates(db: &PgPool, p: &Params, question: &str) -> Result<Vec<Candi
                        AND (cardinality($4::text[]) = 0 OR r.document_id = ANY($4))
                        AND r.id NOT IN (SELECT id FROM keyword)
                      ORDER BY r.created_at DESC LIMIT $7) recent)
-             ORDER BY c.created_at DESC LIMIT $7) fallback"
-    )))
-    .bind(&p.dataset_ids)
-    .bind(question)
-    .bind(CANDIDATES)
-    .bind(&p.document_ids)
-    .bind(COMMON_TERM_FREQUENCY)
-    .bind(p.top_n as i64)
-    .bind(p.top_k.clamp(1, VECTOR_SCAN))
+             ORDER BY c.created_at DESC LIMIT $7) fallback";
+
+/// Binds [`CANDIDATES_SQL`]'s parameters to a query of any output type.
+macro_rules! bind_candidates {
+    ($query:expr, $common:expr, $p:expr, $question:expr) => {
+        $query
+            .bind(&$p.dataset_ids)
+            .bind($question)
+            .bind(CANDIDATES)
+            .bind(&$p.document_ids)
+            .bind($common)
+            .bind($p.top_n as i64)
+            .bind($p.top_k.clamp(1, VECTOR_SCAN))
+            .bind(KEYWORD_SCAN)
+    };
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of [`CANDIDATES_SQL`] with these parameters, one line per row.
+pub async fn explain_candidates(
+    conn: &mut sqlx::PgConnection,
+    common: &[String],
+    p: &Params,
+    question: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {CANDIDATES_SQL}");
+    bind_candidates!(
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)),
+        common,
+        p,
+        question
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Full-text candidates and, when they are fewer than `top_n`, vector-scan candidates — in one
+/// statement. The fallback branch's condition depends on no row, so PostgreSQL evaluates it once
+/// and skips the scan entirely when keywords found enough.
+async fn candidates(
+    db: &PgPool,
+    common: &[String],
+    p: &Params,
+    question: &str,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    bind_candidates!(
+        sqlx::query_as::<_, Candidate>(CANDIDATES_SQL),
+        common,
+        p,
+        question
+    )
     .fetch_all(db)
     .await
 }
@@ -129,6 +170,7 @@ async fn candidates(db: &PgPool, p: &Params, question: &str) -> Result<Vec<Candi
 /// Runs retrieval (see the module docs).
 pub async fn retrieve(
     db: &PgPool,
+    common: &CommonTerms,
     embedder: Arc<dyn Embedder>,
     reranker: Option<Arc<dyn Reranker>>,
     p: &Params,
@@ -137,7 +179,7 @@ pub async fn retrieve(
     if p.dataset_ids.is_empty() || p.top_n == 0 {
         return Ok(Reference::default());
     }
-    let mut chunks = rank(db, embedder, reranker, p, question).await?;
+    let mut chunks = rank(db, common, embedder, reranker, p, question).await?;
     chunks.truncate(p.top_n);
     let doc_aggs = doc_aggs(&chunks);
     Ok(Reference {
@@ -151,6 +193,7 @@ pub async fn retrieve(
 /// `similarity_threshold`, best first.
 pub async fn rank(
     db: &PgPool,
+    common: &CommonTerms,
     embedder: Arc<dyn Embedder>,
     reranker: Option<Arc<dyn Reranker>>,
     p: &Params,
@@ -161,9 +204,15 @@ pub async fn rank(
     }
     let q = [question.to_string()];
     let started = std::time::Instant::now();
+    let common = common.get(db).await;
     let ((qvec, embedded), (candidates, searched)) = tokio::join!(
         async { (embedder.embed(&q).await, started.elapsed()) },
-        async { (candidates(db, p, question).await, started.elapsed()) },
+        async {
+            (
+                candidates(db, &common, p, question).await,
+                started.elapsed(),
+            )
+        },
     );
     let (qvec, candidates) = (qvec?, candidates?);
     let qvec = qvec.into_iter().next().unwrap_or_default();

@@ -1,0 +1,81 @@
+//! The lexemes too common to search for alone, from PostgreSQL's statistics — cached.
+//!
+//! OR-ing a word found in a large share of the chunks would match (and rank) a large part of
+//! the table, so the keyword query leaves such words out (see [`super::retrieve`]). Which words
+//! they are comes from `pg_stats.most_common_elems` of `chunks.tsv`, which only changes when
+//! PostgreSQL analyzes the table. Reading that view costs more than the rest of the keyword
+//! query on a small dataset, so it is read at most once per [`REFRESH`] per worker, and every
+//! query passes the list as a parameter.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+/// How long a fetched list is used before it is read again.
+pub const REFRESH: Duration = Duration::from_secs(60);
+
+/// Query words found in more than this fraction of chunks are "common".
+pub const COMMON_TERM_FREQUENCY: f32 = 0.005;
+
+#[derive(Default)]
+struct State {
+    terms: Arc<Vec<String>>,
+    fetched: Option<Instant>,
+    refreshing: bool,
+}
+
+/// The cached list. One refresh runs at a time; other callers meanwhile use the previous list.
+#[derive(Default)]
+pub struct CommonTerms {
+    state: Mutex<State>,
+}
+
+impl CommonTerms {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The common lexemes, read from `db` when the cached list is missing or older than
+    /// [`REFRESH`]. A failed read keeps the previous list (an empty one makes every query word
+    /// searchable: slower, still correct).
+    pub async fn get(&self, db: &PgPool) -> Arc<Vec<String>> {
+        {
+            let mut s = self.lock();
+            let fresh = s.fetched.is_some_and(|t| t.elapsed() < REFRESH);
+            if fresh || s.refreshing {
+                return s.terms.clone();
+            }
+            s.refreshing = true;
+        }
+        let fetched = fetch(db).await;
+        let mut s = self.lock();
+        s.refreshing = false;
+        match fetched {
+            Ok(terms) => {
+                s.terms = Arc::new(terms);
+                s.fetched = Some(Instant::now());
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the common search terms failed"),
+        }
+        s.terms.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is a plain cache: a panic elsewhere cannot leave it inconsistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn fetch(db: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let row: Option<(Option<Vec<String>>,)> = sqlx::query_as(
+        // most_common_elem_freqs ends with three summary numbers that pair with no element.
+        "SELECT ARRAY(SELECT e FROM unnest(most_common_elems::text::text[], most_common_elem_freqs) AS m(e, f)
+                      WHERE e IS NOT NULL AND f >= $1)
+         FROM pg_stats WHERE tablename = 'chunks' AND attname = 'tsv' LIMIT 1",
+    )
+    .bind(COMMON_TERM_FREQUENCY)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.and_then(|(terms,)| terms).unwrap_or_default())
+}
