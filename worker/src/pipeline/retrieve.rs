@@ -1,8 +1,9 @@
 //! Step 2: hybrid retrieval over the chat's datasets.
 //!
 //! 1. In parallel: embed the question, and fetch full-text candidates from PostgreSQL (the
-//!    question's uncommon lexemes OR-ed together, at most `KEYWORD_SCAN` matches ranked by `ts_rank`, GIN index). When keywords find
-//!    fewer than `top_n` chunks, up to `top_k` more chunks are scanned by vector similarity alone.
+//!    question's uncommon lexemes OR-ed together — all of them AND-ed if every one is common —
+//!    at most [`KEYWORD_SCAN`] matches ranked by `ts_rank`, GIN index). When keywords find fewer
+//!    than `top_n` chunks, up to `top_k` more chunks are scanned by vector similarity alone.
 //! 2. Score every candidate as RAGFlow does: `sim = (1 − w)·term + w·vector`, where `term` is the
 //!    fraction of query terms the chunk contains, `vector` the cosine of the embeddings, and `w`
 //!    the chat's `vector_similarity_weight`. With a rerank model, the reranker's score replaces
