@@ -14,6 +14,9 @@ struct Cli {
     cfg: ApiConfig,
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ragq_common::telemetry::init();

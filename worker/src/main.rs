@@ -15,6 +15,9 @@ struct Cli {
     cfg: WorkerConfig,
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ragq_common::telemetry::init();

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use ragq_loadgen::cli::Cli;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Usage errors exit with code 2 (clap's convention).
