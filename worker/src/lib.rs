@@ -52,7 +52,9 @@ pub struct Worker {
 impl Worker {
     /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis.
     pub async fn start(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
-        let db = ragq_common::db::connect_and_migrate(&cfg.db).await?;
+        let db =
+            ragq_common::db::connect_and_migrate_with(&cfg.db, ragq_common::db::Plans::Generic)
+                .await?;
         let worker_id = cfg.worker_id();
         let broker = Supervised::connect(
             &cfg.broker.url,

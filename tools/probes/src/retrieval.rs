@@ -67,10 +67,14 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     }
     ensure_database(&args.database_url).await?;
     let max_conn = args.concurrency.iter().copied().max().unwrap_or(1).max(4) as u32 * 2;
-    let db = ragq_common::db::connect_and_migrate(&DbConfig {
-        url: args.database_url.clone(),
-        max_connections: max_conn.min(64),
-    })
+    // Planned as in the worker (generic plans).
+    let db = ragq_common::db::connect_and_migrate_with(
+        &DbConfig {
+            url: args.database_url.clone(),
+            max_connections: max_conn.min(64),
+        },
+        ragq_common::db::Plans::Generic,
+    )
     .await?;
 
     let vocab = Vocabulary::new(VOCABULARY, ZIPF_S, args.seed);
