@@ -145,7 +145,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         if reused { "reused" } else { "built now" }
     ));
     out.push_str(&format!(
-        "keyword matches per question (OR-ed lexemes): mean {:.0} ({:.1}% of chunks), p50 {}, max {}; at most 64 become candidates\n",
+        "chunks matching any word of a question (what ranking every match of an OR of all its words would read): mean {:.0} ({:.1}% of chunks), p50 {}, max {}; retrieval ORs only the uncommon words, ranks at most 500 matches and keeps 64\n",
         selectivity.mean,
         100.0 * selectivity.mean / args.chunks as f64,
         selectivity.p50,
