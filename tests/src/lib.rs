@@ -458,38 +458,50 @@ impl TestEnv {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
         // Quorum queues are Raft groups: hundreds of leftovers slow RabbitMQ for everyone.
-        if let Ok(conn) =
-            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
-        {
-            if let Ok(ch) = conn.create_channel().await {
-                for q in ["interactive", "batch", "ingest", "dead"] {
+        // Every step of the teardown is bounded: a test must end even if a service stalls.
+        let queue_prefix = self.queue_prefix.clone();
+        let cleanup = async move {
+            if let Ok(conn) =
+                lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+                    .await
+            {
+                if let Ok(ch) = conn.create_channel().await {
+                    for q in ["interactive", "batch", "ingest", "dead"] {
+                        let _ = ch
+                            .queue_delete(
+                                format!("{}.jobs.{q}", queue_prefix).into(),
+                                Default::default(),
+                            )
+                            .await;
+                    }
                     let _ = ch
-                        .queue_delete(
-                            format!("{}.jobs.{q}", self.queue_prefix).into(),
-                            Default::default(),
-                        )
+                        .exchange_delete(format!("{}.dlx", queue_prefix).into(), Default::default())
                         .await;
                 }
-                let _ = ch
-                    .exchange_delete(
-                        format!("{}.dlx", self.queue_prefix).into(),
-                        Default::default(),
-                    )
-                    .await;
+                let _ = conn.close(200, "test done".into()).await;
             }
-            let _ = conn.close(200, "test done".into()).await;
-        }
-        self.db.close().await;
-        if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_admin_url())).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.db_name
-            )))
-            .execute(&admin)
-            .await;
-        }
+        };
+        let _ = tokio::time::timeout(TEARDOWN_STEP, cleanup).await;
+        // Waits for every checked-out connection; DROP DATABASE … WITH (FORCE) below ends any
+        // session still open if that takes too long.
+        let _ = tokio::time::timeout(TEARDOWN_STEP, self.db.close()).await;
+        let drop_db = async {
+            if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_admin_url())).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.db_name
+                )))
+                .execute(&admin)
+                .await;
+                admin.close().await;
+            }
+        };
+        let _ = tokio::time::timeout(TEARDOWN_STEP, drop_db).await;
     }
 }
+
+/// The longest any one step of [`TestEnv::stop`] may take.
+const TEARDOWN_STEP: Duration = Duration::from_secs(10);
 
 /// Parses an SSE body into its `data:` JSON payloads (comments and blank lines skipped).
 pub fn parse_sse(body: &str) -> Vec<Value> {

@@ -193,12 +193,9 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
             "Too many questions are waiting, retry later.",
         ));
     }
-    // Subscribe first: no event can be published before we listen.
-    let sub = state.events.subscribe(job.id).await.map_err(|e| {
-        tracing::warn!(error = %e, "subscribe failed");
-        ApiError::unavailable("The event bus is unavailable, retry later.")
-    })?;
-    // Remember who owns the job (stop and resume check it) before anyone can see its id.
+    // Before the job is published: listen (no event can be published before we do), and
+    // remember who owns the job (stop and resume check it). The two are independent Redis
+    // round trips, made concurrently.
     let ttl = Duration::from_millis(job.remaining_ms().max(1) as u64);
     let owner = format!(
         "{} {} {}",
@@ -206,14 +203,23 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
         job.message_id,
         job.session_id.as_deref().unwrap_or("")
     );
-    state
-        .control
-        .set_owner(job.id, &owner, ttl)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "recording the job owner failed");
+    let subscribe = async {
+        state.events.subscribe(job.id).await.map_err(|e| {
+            tracing::warn!(error = %e, "subscribe failed");
             ApiError::unavailable("The event bus is unavailable, retry later.")
-        })?;
+        })
+    };
+    let record_owner = async {
+        state
+            .control
+            .set_owner(job.id, &owner, ttl)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "recording the job owner failed");
+                ApiError::unavailable("The event bus is unavailable, retry later.")
+            })
+    };
+    let (sub, ()) = tokio::try_join!(subscribe, record_owner)?;
     state.jobs.publish(lane, job).await.map_err(|e| {
         tracing::warn!(error = %e, "publish failed");
         ApiError::unavailable("The job queue is unavailable, retry later.")
