@@ -205,14 +205,13 @@ pub async fn rank(
     }
     let q = [question.to_string()];
     let started = std::time::Instant::now();
-    let common = common.get(db).await;
     let ((qvec, embedded), (candidates, searched)) = tokio::join!(
         async { (embedder.embed(&q).await, started.elapsed()) },
         async {
-            (
-                candidates(db, &common, p, question).await,
-                started.elapsed(),
-            )
+            // Cached; read from PostgreSQL at most once a minute, alongside the embedding.
+            let common = common.get(db).await;
+            let found = candidates(db, &common, p, question).await;
+            (found, started.elapsed())
         },
     );
     let (qvec, candidates) = (qvec?, candidates?);
