@@ -15,7 +15,7 @@ use sqlx::PgPool;
 /// How long a fetched list is used before it is read again.
 pub const REFRESH: Duration = Duration::from_secs(60);
 
-/// Query words found in more than this fraction of chunks are "common".
+/// Query words found in at least this fraction of chunks are "common".
 pub const COMMON_TERM_FREQUENCY: f32 = 0.005;
 
 #[derive(Default)]
@@ -48,9 +48,11 @@ impl CommonTerms {
             }
             s.refreshing = true;
         }
+        // Clears `refreshing` however this ends — also when the caller is cancelled mid-read
+        // (a job's deadline or stop drops its future), which would otherwise stop all refreshes.
+        let _refresh = Refreshing(self);
         let fetched = fetch(db).await;
         let mut s = self.lock();
-        s.refreshing = false;
         match fetched {
             Ok(terms) => {
                 s.terms = Arc::new(terms);
@@ -67,6 +69,15 @@ impl CommonTerms {
     }
 }
 
+/// Marks the end of a refresh when dropped.
+struct Refreshing<'a>(&'a CommonTerms);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.lock().refreshing = false;
+    }
+}
+
 async fn fetch(db: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     let row: Option<(Option<Vec<String>>,)> = sqlx::query_as(
         // most_common_elem_freqs ends with three summary numbers that pair with no element.
@@ -78,4 +89,26 @@ async fn fetch(db: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     .fetch_optional(db)
     .await?;
     Ok(row.and_then(|(terms,)| terms).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refresh whose caller is cancelled mid-read must not block every later refresh.
+    #[tokio::test]
+    async fn a_cancelled_refresh_lets_the_next_one_run() {
+        // A "database" that accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("postgres://ragq@{}/none", silent.local_addr().unwrap());
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy(&url)
+            .unwrap();
+        let terms = CommonTerms::new();
+        let read = tokio::time::timeout(Duration::from_millis(50), terms.get(&db)).await;
+        assert!(read.is_err(), "the read should still be waiting");
+        assert!(!terms.lock().refreshing);
+        assert!(terms.lock().fetched.is_none());
+    }
 }
