@@ -446,6 +446,9 @@ async fn bad_input_is_an_argument_error() {
         .http
         .post(format!("{}/api/v1/chats", env.url))
         .header("Authorization", env.auth())
+        // The server answers before reading the whole body and then closes the connection:
+        // keep it out of the client's pool, or the next request may be sent on it.
+        .header("Connection", "close")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
@@ -458,6 +461,7 @@ async fn bad_input_is_an_argument_error() {
         .http
         .post(format!("{}/api/v1/chats", env.url))
         .header("Authorization", env.auth())
+        .header("Connection", "close")
         .body(format!("{{\"name\": \"{}\"}}", "x".repeat(2 << 20)))
         .send()
         .await

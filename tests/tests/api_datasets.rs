@@ -68,6 +68,9 @@ async fn upload(env: &TestEnv, key: &str, dataset: &str, parts: &[Part<'_>]) -> 
             "Content-Type",
             format!("multipart/form-data; boundary={BOUNDARY}"),
         )
+        // An oversized upload is answered before its body is read and the connection closed:
+        // never reuse an upload's connection for the next request.
+        .header("Connection", "close")
         .body(multipart_body(parts))
         .send()
         .await
@@ -720,6 +723,8 @@ async fn bad_input_gets_the_envelope() {
         .http
         .post(format!("{}/api/v1/datasets", env.url))
         .header("Authorization", env.auth())
+        // Answered before the body is read, then closed: keep it out of the client's pool.
+        .header("Connection", "close")
         .json(&json!({"name": "big", "description": "d".repeat(2 << 20)}))
         .send()
         .await
