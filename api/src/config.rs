@@ -2,6 +2,7 @@
 
 use clap::Args;
 use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::tls::TlsConfig;
 
 #[derive(Clone, Debug, Args)]
 pub struct ApiConfig {
@@ -11,6 +12,8 @@ pub struct ApiConfig {
     pub broker: BrokerConfig,
     #[command(flatten)]
     pub bus: BusConfig,
+    #[command(flatten)]
+    pub tls: TlsConfig,
     /// Address to listen on.
     #[arg(long, env = "RAGQ_API_ADDR", default_value = "127.0.0.1:9380")]
     pub addr: std::net::SocketAddr,

@@ -23,8 +23,10 @@ use ragq_common::broker::BrokerError;
 use ragq_common::broker::rabbitmq::Supervised;
 use ragq_common::bus::BusError;
 use ragq_common::bus::control::RedisControl;
-use ragq_common::bus::redis::RedisSubscriber;
+use ragq_common::bus::endpoint::RedisEndpoint;
+use ragq_common::bus::subscriber::RedisSubscriber;
 use ragq_common::db::DbError;
+use ragq_common::tls::{TlsError, TlsRoots};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -41,6 +43,8 @@ pub enum ApiStartError {
     Bus(#[from] BusError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A bound, connected ingress.
@@ -53,23 +57,26 @@ pub struct Api {
 impl Api {
     /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis, and binds the listener.
     pub async fn build(cfg: ApiConfig) -> Result<Api, ApiStartError> {
-        let db = ragq_common::db::connect_and_migrate(&cfg.db).await?;
+        let roots = TlsRoots::load(&cfg.tls)?;
+        let db = ragq_common::db::connect_and_migrate(&cfg.db, &roots).await?;
         let instance = cfg.instance();
         let broker = Supervised::connect(
             &cfg.broker.url,
             cfg.broker.topology(),
             &instance,
             cfg.broker.publish_timeout(),
+            &roots,
         )
         .await?;
+        let redis = RedisEndpoint::new(&cfg.bus.url, &roots)?;
         let events = RedisSubscriber::connect(
-            &cfg.bus.url,
+            &redis,
             &cfg.bus.prefix,
             &format!("{instance}-sub"),
             cfg.stream_buffer as usize,
         )
         .await?;
-        let control = RedisControl::connect(&cfg.bus.url, &cfg.bus.prefix).await?;
+        let control = RedisControl::connect(&redis, &cfg.bus.prefix).await?;
         let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
         let probe = broker.clone();
         let queue_depth = Arc::new(std::sync::atomic::AtomicU32::new(0));

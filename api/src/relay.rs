@@ -250,12 +250,12 @@ impl Drop for JobStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use tokio::sync::mpsc;
 
     fn stream() -> (mpsc::Sender<Vec<u8>>, JobStream) {
         let (tx, rx) = mpsc::channel(64);
-        let sub = Subscription::new(rx, Arc::new(Mutex::new(None)), Box::new(()));
+        let sub = Subscription::new(rx, Arc::default(), Box::new(()));
         (
             tx,
             JobStream::new(sub, Uuid::now_v7(), Instant::now() + Duration::from_secs(5)),

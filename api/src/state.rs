@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ragq_common::broker::JobPublisher;
 use ragq_common::bus::control::RedisControl;
-use ragq_common::bus::redis::RedisSubscriber;
+use ragq_common::bus::subscriber::RedisSubscriber;
 use sqlx::PgPool;
 
 use crate::config::ApiConfig;

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::config::DbConfig;
+use crate::tls::TlsRoots;
 
 /// Embedded migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -40,13 +41,24 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// Opens a pool. Connections are never held across HTTP calls (see the worker), so a small pool
 /// serves many concurrent jobs.
-pub async fn connect(cfg: &DbConfig) -> Result<PgPool, DbError> {
-    connect_with(cfg, Plans::Auto).await
+pub async fn connect(cfg: &DbConfig, roots: &TlsRoots) -> Result<PgPool, DbError> {
+    connect_with(cfg, Plans::Auto, roots).await
 }
 
 /// Opens a pool whose connections plan statements as `plans` says.
-pub async fn connect_with(cfg: &DbConfig, plans: Plans) -> Result<PgPool, DbError> {
+///
+/// TLS follows the URL's `sslmode` (`disable`, `prefer` — sqlx's default —, `require`,
+/// `verify-ca`, `verify-full`) and `sslrootcert`; the extra CA file of `roots`, when set, is
+/// trusted beside the public roots.
+pub async fn connect_with(
+    cfg: &DbConfig,
+    plans: Plans,
+    roots: &TlsRoots,
+) -> Result<PgPool, DbError> {
     let mut opts: PgConnectOptions = cfg.url.parse().map_err(DbError::Url)?;
+    if let Some(pem) = roots.extra_ca_pem() {
+        opts = opts.ssl_root_cert_from_pem(pem.to_vec());
+    }
     if plans == Plans::Generic {
         opts = opts.options([("plan_cache_mode", "force_generic_plan")]);
     }
@@ -74,13 +86,17 @@ pub async fn connect_with(cfg: &DbConfig, plans: Plans) -> Result<PgPool, DbErro
 }
 
 /// Connects and applies pending migrations.
-pub async fn connect_and_migrate(cfg: &DbConfig) -> Result<PgPool, DbError> {
-    connect_and_migrate_with(cfg, Plans::Auto).await
+pub async fn connect_and_migrate(cfg: &DbConfig, roots: &TlsRoots) -> Result<PgPool, DbError> {
+    connect_and_migrate_with(cfg, Plans::Auto, roots).await
 }
 
 /// [`connect_with`], then applies pending migrations.
-pub async fn connect_and_migrate_with(cfg: &DbConfig, plans: Plans) -> Result<PgPool, DbError> {
-    let pool = connect_with(cfg, plans).await?;
+pub async fn connect_and_migrate_with(
+    cfg: &DbConfig,
+    plans: Plans,
+    roots: &TlsRoots,
+) -> Result<PgPool, DbError> {
+    let pool = connect_with(cfg, plans, roots).await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }

@@ -20,6 +20,7 @@ pub mod event;
 pub mod job;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use ragq_api::{Api, ApiConfig};
-use ragq_common::bus::redis::RedisSubscriber;
+use ragq_common::bus::subscriber::RedisSubscriber;
+use ragq_common::tls::TlsRoots;
 use ragq_sim::{SimConfig, SimHandle};
 use ragq_worker::admin::{self, NewChat};
 use ragq_worker::providers::{ModelSpec, Providers, Timeouts};
@@ -159,10 +160,13 @@ impl TestEnv {
         let api = Api::build(api_args.cfg).await.expect("api starts");
         let url = format!("http://{}", api.local_addr().expect("addr"));
         let subscriber = api.subscriber();
-        let db = ragq_common::db::connect(&ragq_common::config::DbConfig {
-            url: db_url.clone(),
-            max_connections: 8,
-        })
+        let db = ragq_common::db::connect(
+            &ragq_common::config::DbConfig {
+                url: db_url.clone(),
+                max_connections: 8,
+            },
+            &TlsRoots::public(),
+        )
         .await
         .expect("db");
         let stop = shutdown.clone();
@@ -198,12 +202,15 @@ impl TestEnv {
                 .await
                 .expect("model");
         }
-        let providers = Providers::new(Timeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_secs(10),
-            idle: Duration::from_secs(10),
-            retries: 1,
-        })
+        let providers = Providers::new(
+            Timeouts {
+                connect: Duration::from_secs(2),
+                request: Duration::from_secs(10),
+                idle: Duration::from_secs(10),
+                retries: 1,
+            },
+            &TlsRoots::public(),
+        )
         .expect("providers");
         let dataset_id = admin::create_dataset(&db, &tenant.tenant_id, "demo", "sim-embed")
             .await
@@ -244,10 +251,13 @@ impl TestEnv {
             sim,
             subscriber,
             queue_prefix,
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(usize::MAX)
-                .build()
-                .expect("http client"),
+            http: {
+                ragq_common::tls::install_ring_provider();
+                reqwest::Client::builder()
+            }
+            .pool_max_idle_per_host(usize::MAX)
+            .build()
+            .expect("http client"),
             shutdown,
             db_url,
             worker_tasks: Vec::new(),
@@ -422,6 +432,7 @@ impl TestEnv {
             t,
             "test-probe",
             Duration::from_secs(5),
+            &TlsRoots::public(),
         )
         .await
         .expect("broker probe")

@@ -279,6 +279,7 @@ async fn auth_and_ownership_errors_publish_nothing() {
         },
         "test-probe",
         Duration::from_secs(5),
+        &ragq_common::tls::TlsRoots::public(),
     )
     .await
     .unwrap();

@@ -16,9 +16,15 @@ const QUESTION: &str = "What is the delivery limit of the job queue?";
 async fn broker(env: &TestEnv) -> RabbitMq {
     let mut t = Topology::new(env.queue_prefix.clone());
     t.expires_ms = Some(ragq_tests::QUEUE_EXPIRES_MS);
-    RabbitMq::connect(&amqp_url(), t, "test-probe", Duration::from_secs(5))
-        .await
-        .unwrap()
+    RabbitMq::connect(
+        &amqp_url(),
+        t,
+        "test-probe",
+        Duration::from_secs(5),
+        &ragq_common::tls::TlsRoots::public(),
+    )
+    .await
+    .unwrap()
 }
 
 fn is_complete(events: &[Value]) -> bool {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ragq_common::broker::{Delivery, JobConsumer};
-use ragq_common::bus::control::CancelWatcher;
+use ragq_common::bus::cancel::CancelWatcher;
 use ragq_common::job::Job;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -20,10 +20,12 @@ use std::time::Duration;
 use ragq_common::broker::BrokerError;
 use ragq_common::broker::rabbitmq::Supervised;
 use ragq_common::bus::BusError;
-use ragq_common::bus::control::CancelWatcher;
-use ragq_common::bus::redis::RedisPublisher;
+use ragq_common::bus::cancel::CancelWatcher;
+use ragq_common::bus::endpoint::RedisEndpoint;
+use ragq_common::bus::publisher::RedisPublisher;
 use ragq_common::db::DbError;
 use ragq_common::job::Lane;
+use ragq_common::tls::TlsRoots;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +41,8 @@ pub enum WorkerError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Provider(#[from] providers::ProviderError),
+    #[error(transparent)]
+    Tls(#[from] ragq_common::tls::TlsError),
 }
 
 /// A connected worker, ready to consume.
@@ -47,27 +51,34 @@ pub struct Worker {
     broker: Supervised,
     pipeline: Arc<pipeline::Pipeline>,
     cancels: CancelWatcher,
+    redis: RedisEndpoint,
 }
 
 impl Worker {
     /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis.
     pub async fn start(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
-        let db =
-            ragq_common::db::connect_and_migrate_with(&cfg.db, ragq_common::db::Plans::Generic)
-                .await?;
+        let roots = TlsRoots::load(&cfg.tls)?;
+        let db = ragq_common::db::connect_and_migrate_with(
+            &cfg.db,
+            ragq_common::db::Plans::Generic,
+            &roots,
+        )
+        .await?;
         let worker_id = cfg.worker_id();
         let broker = Supervised::connect(
             &cfg.broker.url,
             cfg.broker.topology(),
             &format!("ragq-worker {worker_id}"),
             cfg.broker.publish_timeout(),
+            &roots,
         )
         .await?;
-        let bus = Arc::new(RedisPublisher::connect(&cfg.bus.url, &cfg.bus.prefix).await?);
-        let cancels = CancelWatcher::start(&cfg.bus.url, &cfg.bus.prefix).await?;
+        let redis = RedisEndpoint::new(&cfg.bus.url, &roots)?;
+        let bus = Arc::new(RedisPublisher::connect(&redis, &cfg.bus.prefix).await?);
+        let cancels = CancelWatcher::start(&redis, &cfg.bus.prefix).await?;
         let pipeline = Arc::new(pipeline::Pipeline {
             db,
-            providers: providers::Providers::new(cfg.timeouts())?,
+            providers: providers::Providers::new(cfg.timeouts(), &roots)?,
             bus,
             limits: pipeline::generate::Limits {
                 first_token: Duration::from_millis(cfg.first_token_timeout_ms),
@@ -82,6 +93,7 @@ impl Worker {
             broker,
             pipeline,
             cancels,
+            redis,
         })
     }
 
@@ -91,11 +103,9 @@ impl Worker {
         let tracker = TaskTracker::new();
         let health_stop = CancellationToken::new();
         if let Some(addr) = self.cfg.health_addr {
-            let control = ragq_common::bus::control::RedisControl::connect(
-                &self.cfg.bus.url,
-                &self.cfg.bus.prefix,
-            )
-            .await?;
+            let control =
+                ragq_common::bus::control::RedisControl::connect(&self.redis, &self.cfg.bus.prefix)
+                    .await?;
             let (db, broker, stop) = (
                 self.pipeline.db.clone(),
                 self.broker.clone(),

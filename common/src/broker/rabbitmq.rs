@@ -27,6 +27,7 @@ use lapin::{
 
 use super::{BrokerError, Delivery, JobConsumer, JobPublisher, Settle};
 use crate::job::{Job, Lane};
+use crate::tls::TlsRoots;
 
 /// Names and limits of the queue topology.
 #[derive(Clone, Debug)]
@@ -79,11 +80,21 @@ impl RabbitMq {
         topology: Topology,
         name: &str,
         confirm_timeout: Duration,
+        roots: &TlsRoots,
     ) -> Result<RabbitMq, BrokerError> {
         let props = ConnectionProperties::default()
             .enable_auto_recover()
             .with_connection_name(LongString::from(name.to_string()));
-        let conn = Connection::connect(url, props)
+        // `amqps://` is TLS (rustls on ring, public roots plus the extra CA file).
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: roots
+                .extra_ca_pem()
+                .map(|pem| String::from_utf8_lossy(pem).into_owned()),
+        };
+        let runtime = lapin::runtime::default_runtime()
+            .map_err(|e| BrokerError::Connection(e.to_string()))?;
+        let conn = Connection::connect_with_config(url, props, tls, runtime)
             .await
             .map_err(|e| BrokerError::Connection(e.to_string()))?;
         let channel = conn.create_channel().await.map_err(proto)?;
@@ -380,8 +391,10 @@ impl Supervised {
         topology: Topology,
         name: &str,
         confirm_timeout: Duration,
+        roots: &TlsRoots,
     ) -> Result<Supervised, BrokerError> {
-        let first = RabbitMq::connect(url, topology.clone(), name, confirm_timeout).await?;
+        let first = RabbitMq::connect(url, topology.clone(), name, confirm_timeout, roots).await?;
+        let roots = roots.clone();
         let inner = Arc::new(std::sync::RwLock::new(first));
         let watched = Arc::downgrade(&inner);
         let (url, name) = (url.to_string(), name.to_string());
@@ -404,7 +417,9 @@ impl Supervised {
                 if since.elapsed() < Self::GRACE {
                     continue;
                 }
-                match RabbitMq::connect(&url, topology.clone(), &name, confirm_timeout).await {
+                match RabbitMq::connect(&url, topology.clone(), &name, confirm_timeout, &roots)
+                    .await
+                {
                     Ok(fresh) => {
                         tracing::warn!("RabbitMQ connection rebuilt after recovery gave up");
                         if let Ok(mut slot) = inner.write() {

@@ -3,10 +3,28 @@
 //!
 //! Contract: the ingress subscribes to a job's channel *before* it publishes the job, so the first
 //! event cannot be missed; one subscriber connection per ingress process multiplexes every open
-//! stream. [`redis`] is the implementation.
+//! stream. Redis is the implementation, split by side:
+//!
+//! | module | side | what |
+//! | --- | --- | --- |
+//! | [`endpoint`] | both | the Redis URL and TLS roots → one `redis::Client` per process |
+//! | [`keys`] | both | every Redis name |
+//! | [`publisher`] | worker | events: replay stream append + publish |
+//! | [`cancel`] | worker | the cancel listener ([`cancel::CancelWatcher`]) |
+//! | [`subscriber`] | ingress | the one subscriber connection and its router |
+//! | [`control`] | ingress | replay reads, job owners, sending cancel |
+//! | [`replay`] | both | reading a job's replay stream |
 
+pub mod cancel;
 pub mod control;
-pub mod redis;
+pub mod endpoint;
+pub mod keys;
+pub mod publisher;
+pub mod replay;
+pub mod subscriber;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -20,6 +38,8 @@ pub enum BusError {
     Redis(#[from] ::redis::RedisError),
     #[error("event bus connection failed: {0}")]
     Connection(String),
+    #[error("event bus configuration: {0}")]
+    Config(String),
 }
 
 /// Publishes a job's events (worker side).
@@ -48,31 +68,58 @@ pub enum Closed {
     Disconnected,
 }
 
-/// An active subscription: raw event payloads in publication order. Dropping it unsubscribes.
+/// What a reader's producer tells it beside its events: why it was closed, and that it should
+/// catch up from the replay stream (a flag, so the request survives a full buffer).
+#[derive(Debug, Default)]
+pub struct ReaderState {
+    closed: Mutex<Option<Closed>>,
+    resync: AtomicBool,
+}
+
+impl ReaderState {
+    /// Records why the reader's channel is about to close.
+    pub fn close(&self, why: Closed) {
+        if let Ok(mut c) = self.closed.lock() {
+            *c = Some(why);
+        }
+    }
+
+    /// Asks the reader to read the replay stream before its next event.
+    pub fn request_resync(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+}
+
+/// An active subscription: raw event payloads in publication order; an empty payload means
+/// "resync from the replay stream". Dropping it unsubscribes.
 pub struct Subscription {
     rx: mpsc::Receiver<Vec<u8>>,
-    closed: std::sync::Arc<std::sync::Mutex<Option<Closed>>>,
+    state: std::sync::Arc<ReaderState>,
     _guard: Box<dyn Send + Sync>,
 }
 
 impl Subscription {
     pub fn new(
         rx: mpsc::Receiver<Vec<u8>>,
-        closed: std::sync::Arc<std::sync::Mutex<Option<Closed>>>,
+        state: std::sync::Arc<ReaderState>,
         guard: Box<dyn Send + Sync>,
     ) -> Self {
         Subscription {
             rx,
-            closed,
+            state,
             _guard: guard,
         }
     }
 
     /// The next payload, or `Err` with the reason the subscription ended.
     pub async fn recv(&mut self) -> Result<Vec<u8>, Closed> {
+        if self.state.resync.swap(false, Ordering::AcqRel) {
+            return Ok(Vec::new());
+        }
         match self.rx.recv().await {
             Some(p) => Ok(p),
             None => Err(self
+                .state
                 .closed
                 .lock()
                 .map(|c| c.unwrap_or(Closed::Disconnected))

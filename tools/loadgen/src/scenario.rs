@@ -216,6 +216,8 @@ impl Target {
         chat_id: &str,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        // reqwest is built with rustls but no provider: ring, as everywhere in ragq.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(usize::MAX)
             .tcp_nodelay(true)

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use ragq_common::bus::EventPublisher;
-use ragq_common::bus::redis::{RedisPublisher, channel, replay_key};
+use ragq_common::bus::endpoint::RedisEndpoint;
+use ragq_common::bus::keys::{channel, replay_key};
+use ragq_common::bus::publisher::RedisPublisher;
 use ragq_common::event::{EventBody, StreamEvent};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -202,7 +204,11 @@ async fn phase(args: &Args, path: Path, paced: Option<u64>) -> anyhow::Result<Ph
             pad: pad(args.payload_bytes.saturating_sub(19)),
         },
         Path::Ragq => Publisher::Ragq {
-            publisher: RedisPublisher::connect(&args.redis_url, &prefix).await?,
+            publisher: RedisPublisher::connect(
+                &RedisEndpoint::new(&args.redis_url, &ragq_common::tls::TlsRoots::public())?,
+                &prefix,
+            )
+            .await?,
             jobs: jobs.clone(),
             seqs: Arc::new((0..args.channels).map(|_| AtomicU64::new(0)).collect()),
             pad: pad(args.payload_bytes.saturating_sub(19 + EVENT_OVERHEAD)),

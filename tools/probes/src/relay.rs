@@ -23,7 +23,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use ragq_common::bus::EventPublisher;
-use ragq_common::bus::redis::{RedisPublisher, replay_key};
+use ragq_common::bus::endpoint::RedisEndpoint;
+use ragq_common::bus::keys::replay_key;
+use ragq_common::bus::publisher::RedisPublisher;
 use ragq_common::event::{Done, EventBody, StreamEvent, Usage};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -230,6 +232,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         bail!("--api-key and --tenant-id are required (see .ragq/run.env)");
     }
     let url = args.url.trim_end_matches('/').to_string();
+    ragq_common::tls::install_ring_provider();
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
@@ -239,7 +242,11 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         .get_multiplexed_async_connection()
         .await
         .context("Redis connect")?;
-    let publisher = RedisPublisher::connect(&args.redis_url, &args.channel_prefix).await?;
+    let publisher = RedisPublisher::connect(
+        &RedisEndpoint::new(&args.redis_url, &ragq_common::tls::TlsRoots::public())?,
+        &args.channel_prefix,
+    )
+    .await?;
 
     // Owner records for every fake job.
     let jobs: Vec<(Uuid, String)> = (0..args.streams)

@@ -74,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
             max_connections: max_conn.min(64),
         },
         ragq_common::db::Plans::Generic,
+        &ragq_common::tls::TlsRoots::public(),
     )
     .await?;
 

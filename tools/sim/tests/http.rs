@@ -17,6 +17,7 @@ const KNOWLEDGE: &str = "Answer from the knowledge base.\n\
     Retries use exponential backoff.\n";
 
 fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))

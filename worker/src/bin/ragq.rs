@@ -17,6 +17,8 @@ struct Cli {
     db: DbConfig,
     #[command(flatten)]
     broker: BrokerConfig,
+    #[command(flatten)]
+    tls: ragq_common::tls::TlsConfig,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -103,13 +105,14 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     ragq_common::telemetry::init();
     let cli = Cli::parse();
-    let db = ragq_common::db::connect_and_migrate(&cli.db)
+    let roots = ragq_common::tls::TlsRoots::load(&cli.tls).context("TLS")?;
+    let db = ragq_common::db::connect_and_migrate(&cli.db, &roots)
         .await
         .context("database")?;
     match cli.cmd {
         Cmd::Migrate => println!("MIGRATED=1"),
         Cmd::DlqList { limit } => {
-            let broker = connect_broker(&cli.broker).await?;
+            let broker = connect_broker(&cli.broker, &roots).await?;
             for dead in broker.dead_letters(limit).await? {
                 let line = match ragq_common::job::Job::decode(&dead.payload) {
                     Ok(job) => serde_json::json!({
@@ -125,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::DlqReplay { job } => {
-            let broker = connect_broker(&cli.broker).await?;
+            let broker = connect_broker(&cli.broker, &roots).await?;
             let n = broker.replay_dead_letters(job).await?;
             println!("REPLAYED={n}");
         }
@@ -161,12 +164,15 @@ async fn main() -> anyhow::Result<()> {
             embedding_model,
             folder,
         } => {
-            let providers = Providers::new(Timeouts {
-                connect: std::time::Duration::from_secs(2),
-                request: std::time::Duration::from_secs(60),
-                idle: std::time::Duration::from_secs(60),
-                retries: 3,
-            })?;
+            let providers = Providers::new(
+                Timeouts {
+                    connect: std::time::Duration::from_secs(2),
+                    request: std::time::Duration::from_secs(60),
+                    idle: std::time::Duration::from_secs(60),
+                    retries: 3,
+                },
+                &roots,
+            )?;
             let id = admin::create_dataset(&db, &tenant, &name, &embedding_model).await?;
             let chunks = admin::load_folder(&db, &providers, &tenant, &id, &folder).await?;
             println!("RAGQ_DATASET_ID={id}\nCHUNKS={chunks}");
@@ -207,12 +213,14 @@ async fn main() -> anyhow::Result<()> {
 
 async fn connect_broker(
     cfg: &BrokerConfig,
+    roots: &ragq_common::tls::TlsRoots,
 ) -> anyhow::Result<ragq_common::broker::rabbitmq::RabbitMq> {
     ragq_common::broker::rabbitmq::RabbitMq::connect(
         &cfg.url,
         cfg.topology(),
         "ragq-cli",
         cfg.publish_timeout(),
+        roots,
     )
     .await
     .context("RabbitMQ")

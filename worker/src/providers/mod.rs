@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Stream;
+use ragq_common::tls::TlsRoots;
 
 /// A provider call failed.
 #[derive(Debug, thiserror::Error)]
@@ -150,8 +151,13 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(timeouts: Timeouts) -> Result<Self, ProviderError> {
+    /// `roots` are the trust anchors for HTTPS providers (public roots plus the extra CA file).
+    pub fn new(timeouts: Timeouts, roots: &TlsRoots) -> Result<Self, ProviderError> {
+        let tls = roots
+            .client_config()
+            .map_err(|e| ProviderError::Http(e.to_string()))?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.idle)
             .tcp_nodelay(true)

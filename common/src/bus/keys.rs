@@ -1,0 +1,34 @@
+//! Every Redis name the bus uses, in one place. All start with `RAGQ_CHANNEL_PREFIX`.
+
+use uuid::Uuid;
+
+/// How long a job's replay stream lives after its last event.
+pub const REPLAY_TTL_S: i64 = 600;
+
+/// How long a cancel mark lives (a job cancelled while queued is skipped when it starts).
+pub const CANCELLED_TTL_S: u64 = 3600;
+
+/// Pub/sub channel of a job's live events.
+pub fn channel(prefix: &str, job_id: Uuid) -> String {
+    format!("{prefix}:stream:{job_id}")
+}
+
+/// Redis Stream holding a copy of every event of a job (gap fill, resume, `last_seq`).
+pub fn replay_key(prefix: &str, job_id: Uuid) -> String {
+    format!("{prefix}:replay:{job_id}")
+}
+
+/// Set when a job is cancelled.
+pub fn cancelled_key(prefix: &str, job_id: Uuid) -> String {
+    format!("{prefix}:cancelled:{job_id}")
+}
+
+/// Who owns a job (checked by stop and resume).
+pub fn owner_key(prefix: &str, job_id: Uuid) -> String {
+    format!("{prefix}:job:{job_id}")
+}
+
+/// Pub/sub channel every worker listens on for cancel signals (payload: the job id).
+pub fn cancel_channel(prefix: &str) -> String {
+    format!("{prefix}:cancel")
+}
