@@ -22,6 +22,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod tls;
+
 pub fn pg_admin_url() -> String {
     std::env::var("RAGQ_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }

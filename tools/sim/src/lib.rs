@@ -36,6 +36,15 @@
 //! ```
 //!
 //! As a process (benchmarks): `ragq-sim --addr 127.0.0.1:9390 --ttft-ms 250`.
+//!
+//! **HTTPS.** `ragq-sim --tls-cert server.pem --tls-key server-key.pem` (or `RAGQ_SIM_TLS_CERT`
+//! and `RAGQ_SIM_TLS_KEY`) serves the same routes over TLS instead of plain HTTP: a PEM
+//! certificate chain, leaf first, and its PKCS#8, RSA or EC private key (rustls with the ring
+//! provider, ALPN `http/1.1`; see [`tls`]). In process, [`spawn_tls`] takes a
+//! [`rustls::ServerConfig`] (built with [`tls::server_config_from_pem`] or
+//! [`tls::load_server_config`]) and its handle's base URL is `https://localhost:PORT`, so the
+//! certificate must name `localhost` (or use `https://127.0.0.1:{sim.addr.port()}` with an IP
+//! SAN). Clients then need the issuing CA among their roots.
 
 pub mod answer;
 pub mod chat;
@@ -46,6 +55,7 @@ pub mod flags;
 pub mod rerank;
 mod shutdown;
 pub mod stats;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -57,7 +67,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use axum::serve::{Listener, ListenerExt};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -68,6 +78,7 @@ pub use crate::config::SimConfig;
 pub use crate::error::ApiError;
 pub use crate::flags::ModelFlags;
 pub use crate::stats::{SimStats, StatsSnapshot};
+pub use crate::tls::{TlsArgs, TlsError, TlsListener};
 
 use crate::shutdown::Shutdown;
 
@@ -166,14 +177,42 @@ pub async fn serve(
     stats: Arc<SimStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (down_tx, down_rx) = watch::channel(false);
-    let mut began = down_tx.subscribe();
-    let app = build_router(cfg, stats, Shutdown::new(down_rx));
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("failed to set TCP_NODELAY: {e}");
         }
     });
+    serve_on(listener, cfg, stats, shutdown).await
+}
+
+/// [`serve`] over HTTPS: every connection on `listener` is a TLS connection accepted with `tls`.
+///
+/// Handshakes run concurrently and are bounded by [`tls::HANDSHAKE_TIMEOUT`]; a client whose
+/// handshake fails (plain HTTP, an untrusted certificate, silence) is logged and dropped without
+/// affecting the others ([`TlsListener`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    cfg: SimConfig,
+    stats: Arc<SimStats>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(TlsListener::new(listener, tls), cfg, stats, shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    cfg: SimConfig,
+    stats: Arc<SimStats>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let (down_tx, down_rx) = watch::channel(false);
+    let mut began = down_tx.subscribe();
+    let app = build_router(cfg, stats, Shutdown::new(down_rx));
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -194,12 +233,14 @@ pub async fn serve(
     }
 }
 
-/// A simulator running in the background of the current tokio runtime (see [`spawn`]).
+/// A simulator running in the background of the current tokio runtime (see [`spawn`] and
+/// [`spawn_tls`]).
 ///
 /// Dropping the handle stops the server (without waiting); [`SimHandle::shutdown`] stops it and
 /// waits until it is gone.
 pub struct SimHandle {
-    /// `http://127.0.0.1:PORT`, without a trailing slash or `/v1`.
+    /// `http://127.0.0.1:PORT` ([`spawn`]) or `https://localhost:PORT` ([`spawn_tls`]), without
+    /// a trailing slash or `/v1`.
     pub base_url: String,
     /// The bound address.
     pub addr: SocketAddr,
@@ -210,7 +251,8 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
-    /// The base URL clients are configured with: `http://127.0.0.1:PORT/v1`.
+    /// The base URL clients are configured with: `http://127.0.0.1:PORT/v1` or
+    /// `https://localhost:PORT/v1`.
     pub fn api_base(&self) -> String {
         format!("{}/v1", self.base_url)
     }
@@ -243,15 +285,42 @@ impl std::fmt::Debug for SimHandle {
 
 /// Binds `127.0.0.1:0`, serves the simulator on a background task and returns its handle.
 pub async fn spawn(cfg: SimConfig) -> std::io::Result<SimHandle> {
+    spawn_with(cfg, None).await
+}
+
+/// [`spawn`] over HTTPS with `tls` ([`serve_tls`]). The handle's base URL is
+/// `https://localhost:PORT`, so `tls`'s certificate should name `localhost`; it listens on
+/// `127.0.0.1` only.
+pub async fn spawn_tls(
+    cfg: SimConfig,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<SimHandle> {
+    spawn_with(cfg, Some(tls)).await
+}
+
+async fn spawn_with(
+    cfg: SimConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(SimStats::default());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, cfg, stats.clone(), async move {
+    let stopped = async move {
         let _ = stopped.await;
-    }));
+    };
+    let (task, base_url) = match tls {
+        None => (
+            tokio::spawn(serve(listener, cfg, stats.clone(), stopped)),
+            format!("http://{addr}"),
+        ),
+        Some(tls) => (
+            tokio::spawn(serve_tls(listener, tls, cfg, stats.clone(), stopped)),
+            format!("https://localhost:{}", addr.port()),
+        ),
+    };
     Ok(SimHandle {
-        base_url: format!("http://{addr}"),
+        base_url,
         addr,
         stats,
         stop: Some(stop),

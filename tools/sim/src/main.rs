@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! ragq-sim --addr 127.0.0.1:9390 --ttft-ms 250 --tokens 48 --token-gap-ms 15
+//! ragq-sim --addr 127.0.0.1:9443 --tls-cert server.pem --tls-key server-key.pem   # HTTPS
 //! ```
 //!
 //! Every flag also reads an environment variable (`RAGQ_SIM_ADDR`, `RAGQ_SIM_TTFT_MS`, ...; see
-//! `--help`). Logging follows `RUST_LOG` (default `info`). The process exits cleanly on SIGTERM or
+//! `--help`; `--tls-cert`/`--tls-key` read `RAGQ_SIM_TLS_CERT`/`RAGQ_SIM_TLS_KEY`). Logging follows `RUST_LOG` (default `info`). The process exits cleanly on SIGTERM or
 //! Ctrl-C. Holding thousands of concurrent streams needs as many file descriptors: raise
 //! `ulimit -n` accordingly.
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use ragq_sim::{SimConfig, SimStats};
+use ragq_sim::{SimConfig, SimStats, TlsArgs};
 use tracing_subscriber::EnvFilter;
 
 /// Upstream model simulator: OpenAI-compatible chat and embeddings, Jina-style rerank.
@@ -25,6 +26,8 @@ struct Cli {
     addr: String,
     #[command(flatten)]
     sim: SimConfig,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[global_allocator]
@@ -39,28 +42,31 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let cli = Cli::parse();
+    let tls = cli
+        .tls
+        .server_config()
+        .context("loading the TLS certificate and key")?;
     let listener = tokio::net::TcpListener::bind(&cli.addr)
         .await
         .with_context(|| format!("binding {}", cli.addr))?;
     let addr = listener.local_addr()?;
     let c = &cli.sim;
     tracing::info!(
-        "ragq-sim listening on http://{addr}/v1 (embed {} ms, rerank {} ms, ttft {} ms, \
+        "ragq-sim listening on {scheme}://{addr}/v1 (embed {} ms, rerank {} ms, ttft {} ms, \
          {} tokens every {} ms, stall max {} s)",
         c.embed_ms,
         c.rerank_ms,
         c.ttft_ms,
         c.tokens,
         c.token_gap_ms,
-        c.stall_max_s
+        c.stall_max_s,
+        scheme = if tls.is_some() { "https" } else { "http" },
     );
-    ragq_sim::serve(
-        listener,
-        cli.sim,
-        Arc::new(SimStats::default()),
-        shutdown_signal(),
-    )
-    .await
+    let stats = Arc::new(SimStats::default());
+    match tls {
+        None => ragq_sim::serve(listener, cli.sim, stats, shutdown_signal()).await,
+        Some(tls) => ragq_sim::serve_tls(listener, tls, cli.sim, stats, shutdown_signal()).await,
+    }
     .context("serving")?;
     tracing::info!("ragq-sim stopped");
     Ok(())
