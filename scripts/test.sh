@@ -23,6 +23,11 @@ cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THR
 log "running the compatibility tests (official Python clients)"
 bash scripts/compat.sh
 
+# Container and manifest files, validated without an engine (compose schema, kubernetes-validate,
+# the KEDA CRD schema, the Dockerfile's build line run as-is).
+log "checking deploy/ and docker-compose.yml"
+bash scripts/check-deploy.sh
+
 # Outage tests stop and restart the local RabbitMQ, Redis and PostgreSQL: alone, one at a time.
 log "running the outage tests (they restart the local services)"
 cargo test -p ragq-tests --test outages --locked -- --ignored --test-threads=1
