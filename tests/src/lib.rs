@@ -77,6 +77,15 @@ pub struct EnvOptions {
     /// The api's admission bounds (`RAGQ_MAX_OPEN_STREAMS`, `RAGQ_MAX_QUEUE_DEPTH`).
     pub max_open_streams: usize,
     pub max_queue_depth: u32,
+    /// Redis URL of the api and workers (default [`redis_url`]), e.g. a password-protected one.
+    pub redis_url: Option<String>,
+    /// AMQP URL of the api and workers (default [`amqp_url`]), e.g. another user and vhost.
+    pub amqp_url: Option<String>,
+    /// Serve the simulator over HTTPS with this server configuration (its models get
+    /// `https://localhost:PORT/v1` base URLs).
+    pub sim_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `RAGQ_EXTRA_CA_FILE` of the api and workers.
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 impl Default for EnvOptions {
@@ -89,6 +98,10 @@ impl Default for EnvOptions {
             coalesce_ms: 40,
             max_open_streams: 20_000,
             max_queue_depth: 10_000,
+            redis_url: None,
+            amqp_url: None,
+            sim_tls: None,
+            extra_ca_file: None,
         }
     }
 }
@@ -111,6 +124,41 @@ pub struct TestEnv {
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
     opts_first_token_ms: u64,
     opts_coalesce_ms: u64,
+    /// The services this environment's processes use (see [`EnvOptions`]).
+    pub services: Services,
+}
+
+/// Where an environment's api and workers find their services.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub redis_url: String,
+    pub amqp_url: String,
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+impl Services {
+    /// The trust anchors these services are reached with.
+    pub fn roots(&self) -> TlsRoots {
+        TlsRoots::load(&ragq_common::tls::TlsConfig {
+            extra_ca_file: self.extra_ca_file.clone(),
+        })
+        .expect("extra CA file")
+    }
+
+    /// Command-line arguments naming these services (for the api, workers and the `ragq` CLI).
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--amqp-url".to_string(),
+            self.amqp_url.clone(),
+            "--redis-url".to_string(),
+            self.redis_url.clone(),
+        ];
+        if let Some(ca) = &self.extra_ca_file {
+            args.push("--extra-ca-file".into());
+            args.push(ca.display().to_string());
+        }
+        args
+    }
 }
 
 impl TestEnv {
@@ -128,23 +176,29 @@ impl TestEnv {
         admin.close().await;
         let db_url = format!("{}/{db_name}", pg_admin_url());
         let queue_prefix = format!("test.{id}");
-        let sim = ragq_sim::spawn(opts.sim).await.expect("simulator");
+        let sim = match &opts.sim_tls {
+            Some(tls) => ragq_sim::spawn_tls(opts.sim, tls.clone()).await,
+            None => ragq_sim::spawn(opts.sim).await,
+        }
+        .expect("simulator");
+        let services = Services {
+            redis_url: opts.redis_url.clone().unwrap_or_else(redis_url),
+            amqp_url: opts.amqp_url.clone().unwrap_or_else(amqp_url),
+            extra_ca_file: opts.extra_ca_file.clone(),
+        };
         let shutdown = CancellationToken::new();
 
-        let api_args = ApiArgs::try_parse_from([
-            "api",
+        let mut api_argv: Vec<String> = services.args();
+        api_argv.insert(0, "api".into());
+        let api_args = ApiArgs::try_parse_from(api_argv.iter().map(String::as_str).chain([
             "--database-url",
             &db_url,
             "--db-max-connections",
             "8",
-            "--amqp-url",
-            &amqp_url(),
             "--queue-prefix",
             &queue_prefix,
             "--queue-expires-ms",
             QUEUE_EXPIRES,
-            "--redis-url",
-            &redis_url(),
             "--channel-prefix",
             &queue_prefix,
             "--addr",
@@ -157,7 +211,7 @@ impl TestEnv {
             &opts.max_open_streams.to_string(),
             "--max-queue-depth",
             &opts.max_queue_depth.to_string(),
-        ])
+        ]))
         .expect("api args");
         let api = Api::build(api_args.cfg).await.expect("api starts");
         let url = format!("http://{}", api.local_addr().expect("addr"));
@@ -211,7 +265,7 @@ impl TestEnv {
                 idle: Duration::from_secs(10),
                 retries: 1,
             },
-            &TlsRoots::public(),
+            &services.roots(),
         )
         .expect("providers");
         let dataset_id = admin::create_dataset(&db, &tenant.tenant_id, "demo", "sim-embed")
@@ -265,6 +319,7 @@ impl TestEnv {
             worker_tasks: Vec::new(),
             opts_first_token_ms: opts.first_token_timeout_ms,
             opts_coalesce_ms: opts.coalesce_ms,
+            services,
         };
         for i in 0..opts.workers {
             env.add_worker(&format!("w{}", i + 1)).await;
@@ -274,20 +329,17 @@ impl TestEnv {
 
     /// Arguments of a worker of this environment.
     pub fn worker_config(&self, worker_id: &str) -> WorkerConfig {
-        WorkerArgs::try_parse_from([
-            "worker",
+        let mut argv = self.services.args();
+        argv.insert(0, "worker".into());
+        WorkerArgs::try_parse_from(argv.iter().map(String::as_str).chain([
             "--database-url",
             &self.db_url,
             "--db-max-connections",
             "8",
-            "--amqp-url",
-            &amqp_url(),
             "--queue-prefix",
             &self.queue_prefix,
             "--queue-expires-ms",
             QUEUE_EXPIRES,
-            "--redis-url",
-            &redis_url(),
             "--channel-prefix",
             &self.queue_prefix,
             "--worker-id",
@@ -298,7 +350,7 @@ impl TestEnv {
             "20",
             "--coalesce-ms",
             &self.opts_coalesce_ms.to_string(),
-        ])
+        ]))
         .expect("worker args")
         .cfg
     }
@@ -313,19 +365,16 @@ impl TestEnv {
             bin.display()
         );
         std::process::Command::new(bin)
+            .args(self.services.args())
             .args([
                 "--database-url",
                 &self.db_url,
                 "--db-max-connections",
                 "8",
-                "--amqp-url",
-                &amqp_url(),
                 "--queue-prefix",
                 &self.queue_prefix,
                 "--queue-expires-ms",
                 QUEUE_EXPIRES,
-                "--redis-url",
-                &redis_url(),
                 "--channel-prefix",
                 &self.queue_prefix,
                 "--worker-id",
@@ -340,6 +389,24 @@ impl TestEnv {
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("spawn ragq-worker")
+    }
+
+    /// The `ragq` operator tool (built by `cargo build --bins`) configured for this environment.
+    pub fn ragq_cli(&self) -> std::process::Command {
+        let bin = bin_dir().join("ragq");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --bins`",
+            bin.display()
+        );
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(self.services.args())
+            .args(["--database-url", &self.db_url])
+            .args(["--queue-prefix", &self.queue_prefix])
+            .args(["--queue-expires-ms", QUEUE_EXPIRES])
+            .args(["--channel-prefix", &self.queue_prefix])
+            .env("RUST_LOG", "warn");
+        cmd
     }
 
     /// Starts one more worker, stopped with the environment.
@@ -442,7 +509,7 @@ impl TestEnv {
 
     /// Redis `CLIENT LIST` lines whose name starts with `prefix`.
     pub async fn redis_clients_named(&self, prefix: &str) -> Vec<String> {
-        let client = redis::Client::open(redis_url()).expect("redis url");
+        let client = redis::Client::open(self.services.redis_url.as_str()).expect("redis url");
         let mut conn = client
             .get_multiplexed_async_connection()
             .await

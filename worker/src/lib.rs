@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod consumer;
+pub mod doctor;
 pub mod health;
 pub mod ingest;
 pub mod jobs;

@@ -76,6 +76,19 @@ impl RedisEndpoint {
         Ok(redis::Client::open(info.set_redis_settings(settings))?)
     }
 
+    /// Connects with both protocols the bus uses (RESP2 for publishing and control, RESP3 for
+    /// the ingress's subscriber: Redis ≥ 6) and sends `PING`.
+    pub async fn ping(&self) -> Result<String, BusError> {
+        let mut conn = self.client.get_multiplexed_async_connection().await?;
+        let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let mut resp3 = self
+            .resp3_client()?
+            .get_multiplexed_async_connection()
+            .await?;
+        let _: String = redis::cmd("PING").query_async(&mut resp3).await?;
+        Ok(pong)
+    }
+
     /// True for `rediss://`.
     pub fn is_tls(&self) -> bool {
         self.tls

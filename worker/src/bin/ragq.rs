@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ragq_common::config::{BrokerConfig, DbConfig};
+use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
 use ragq_worker::admin::{self, NewChat};
 use ragq_worker::providers::{ModelSpec, Providers, Timeouts};
 
@@ -18,6 +18,8 @@ struct Cli {
     #[command(flatten)]
     broker: BrokerConfig,
     #[command(flatten)]
+    bus: BusConfig,
+    #[command(flatten)]
     tls: ragq_common::tls::TlsConfig,
     #[command(subcommand)]
     cmd: Cmd,
@@ -27,6 +29,19 @@ struct Cli {
 enum Cmd {
     /// Apply database migrations and exit.
     Migrate,
+    /// Check the configuration: reach PostgreSQL, RabbitMQ and Redis, and call each model of a
+    /// tenant (or of every tenant) once. One line per check; exits 1 if any check fails.
+    Doctor {
+        /// Only this tenant's models.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only models with this name (repeatable).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Bound on each check, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
     /// List dead-lettered jobs (without removing them): one JSON line each.
     DlqList {
         #[arg(long, default_value_t = 50)]
@@ -106,11 +121,21 @@ async fn main() -> anyhow::Result<()> {
     ragq_common::telemetry::init();
     let cli = Cli::parse();
     let roots = ragq_common::tls::TlsRoots::load(&cli.tls).context("TLS")?;
+    if let Cmd::Doctor {
+        tenant,
+        models,
+        timeout_s,
+    } = &cli.cmd
+    {
+        let healthy = doctor(&cli, &roots, tenant.as_deref(), models, *timeout_s).await?;
+        std::process::exit(if healthy { 0 } else { 1 });
+    }
     let db = ragq_common::db::connect_and_migrate(&cli.db, &roots)
         .await
         .context("database")?;
     match cli.cmd {
         Cmd::Migrate => println!("MIGRATED=1"),
+        Cmd::Doctor { .. } => unreachable!("handled before connecting"),
         Cmd::DlqList { limit } => {
             let broker = connect_broker(&cli.broker, &roots).await?;
             for dead in broker.dead_letters(limit).await? {
@@ -224,4 +249,50 @@ async fn connect_broker(
     )
     .await
     .context("RabbitMQ")
+}
+
+/// `ragq doctor`: prints one line per check; true when all passed.
+async fn doctor(
+    cli: &Cli,
+    roots: &ragq_common::tls::TlsRoots,
+    tenant: Option<&str>,
+    only: &[String],
+    timeout_s: u64,
+) -> anyhow::Result<bool> {
+    use ragq_worker::doctor;
+    let limit = std::time::Duration::from_secs(timeout_s.max(1));
+    let checks = doctor::services(&cli.db, &cli.broker, &cli.bus, roots, limit).await;
+    let mut healthy = true;
+    for c in &checks {
+        println!("{c}");
+        healthy &= c.ok();
+    }
+    if !checks.first().is_some_and(doctor::Check::ok) {
+        println!("skip  models: the database is not reachable");
+        return Ok(false);
+    }
+    let db = ragq_common::db::connect(&cli.db, roots).await?;
+    let providers = Providers::new(
+        Timeouts {
+            connect: limit,
+            request: limit,
+            idle: limit,
+            retries: 0,
+        },
+        roots,
+    )?;
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(roots.client_config()?)
+        .connect_timeout(limit)
+        .timeout(limit)
+        .build()?;
+    let models = doctor::models(&db, &providers, &http, tenant, only, limit).await?;
+    if models.is_empty() {
+        println!("skip  models: none configured");
+    }
+    for c in &models {
+        println!("{c}");
+        healthy &= c.ok();
+    }
+    Ok(healthy)
 }
