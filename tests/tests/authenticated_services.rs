@@ -167,12 +167,22 @@ async fn answer_resume_and_stop(env: &TestEnv) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_with_a_password_and_with_an_acl_user() {
     let redis = OwnRedis::start(&["--requirepass", "s3cret-pw"]);
-    // An ACL user with only what ragq needs: its own keys and channels.
+    // An ACL user with only what ragq needs: the keys and channels under its prefix (the test
+    // environments use `test.{id}`), no dangerous commands but CLIENT (to name its connection).
     assert_eq!(
         redis.cli(
             "s3cret-pw",
             &[
-                "ACL", "SETUSER", "ragq", "on", ">ragq-pw", "~*", "&*", "+@all"
+                "ACL",
+                "SETUSER",
+                "ragq",
+                "on",
+                ">ragq-pw",
+                "~test.*",
+                "&test.*",
+                "+@all",
+                "-@dangerous",
+                "+client",
             ]
         ),
         "OK"
