@@ -113,6 +113,9 @@ pub struct TestEnv {
 impl TestEnv {
     pub async fn start(opts: EnvOptions) -> TestEnv {
         init_logs();
+        // reqwest is built without a rustls provider: the process must install one before the
+        // first HTTP client (the simulator's, the workers' providers) is made.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("ragq_test_{id}");
         let admin = PgPool::connect(&format!("{}/postgres", pg_admin_url()))

@@ -32,6 +32,8 @@ pub(crate) fn timeouts() -> Timeouts {
 }
 
 pub(crate) fn providers() -> Providers {
+    // reqwest has no rustls provider of its own (`rustls-no-provider`).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Providers::new(timeouts()).expect("HTTP client builds")
 }
 
