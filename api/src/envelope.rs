@@ -4,9 +4,14 @@
 //! `code`, not by the HTTP status. Its JSON is Python's `json.dumps` output: `", "` and `": "`
 //! separators, non-ASCII kept as is. [`to_py_json`] writes the same bytes, so clients that
 //! compare raw payloads see what RAGFlow would send.
+//!
+//! An [`ApiError`]'s message is client text. Internal errors (sqlx, broker, bus) never go into
+//! it: [`ApiError::internal`] and [`ApiError::dependency`] log the error with a fresh error id
+//! and answer a fixed message carrying that id.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ragq_common::client_error::{new_error_id, with_error_id};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -135,9 +140,23 @@ impl ApiError {
             retry_after: Some(1),
         }
     }
+    /// A dependency (database, broker, event bus) failed: `err` is logged at `warn` with a
+    /// fresh error id and `what` went wrong; the client gets HTTP 503 with `message` (ragq's own
+    /// fixed text) and the id — never `err` itself.
+    pub fn dependency(message: &str, what: &'static str, err: &dyn std::fmt::Display) -> Self {
+        let error_id = new_error_id();
+        tracing::warn!(error_id = %error_id, error = %err, what, "dependency failed");
+        Self::unavailable(with_error_id(message, &error_id))
+    }
+    /// Any other internal failure: `err` is logged at `error` with a fresh error id; the client
+    /// gets code 100 `Internal server error (error id …)`.
     pub fn internal(err: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %err, "internal error");
-        Self::new(code::EXCEPTION, "Internal server error")
+        let error_id = new_error_id();
+        tracing::error!(error_id = %error_id, error = %err, "internal error");
+        Self::new(
+            code::EXCEPTION,
+            with_error_id("Internal server error", &error_id),
+        )
     }
 }
 
@@ -147,8 +166,11 @@ impl From<sqlx::Error> for ApiError {
             e,
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
         ) {
-            tracing::warn!(error = %e, "database unavailable");
-            return ApiError::unavailable("Database unavailable, retry later.");
+            return ApiError::dependency(
+                "Database unavailable, retry later.",
+                "database unavailable",
+                &e,
+            );
         }
         ApiError::internal(e)
     }
@@ -182,6 +204,25 @@ mod tests {
             String::from_utf8(to_py_json(&v)).unwrap(),
             r#"{"code": 0, "data": {"answer": "héllo \"x\"", "list": [1, 2]}}"#
         );
+    }
+
+    #[test]
+    fn internal_errors_show_only_an_error_id() {
+        let e = ApiError::internal("relation \"chats\" does not exist");
+        assert!(
+            e.message
+                .starts_with("Internal server error (error id err_"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("chats"));
+        let e = ApiError::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            e.message
+                .starts_with("Database unavailable, retry later. (error id err_")
+        );
+        assert!(!e.message.contains("pool"), "{}", e.message);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::client_error::ErrorReason;
+
 /// One event of a job's stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StreamEvent {
@@ -31,19 +33,48 @@ pub enum EventBody {
     Result { data: serde_json::Value },
     /// Discard everything sent so far: the job is being regenerated (after a worker crash).
     Reset,
-    /// Terminal: the job failed.
-    Error { code: ErrorCode, message: String },
+    /// Terminal: the job failed. `message` is already the client's text (see
+    /// [`crate::client_error`]): never an internal error's `Display`.
+    Error {
+        /// Coarse class: the names every ingress version maps to statuses.
+        code: ErrorCode,
+        message: String,
+        /// The client-visible error code; absent in events of older workers.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::client_error::lenient_reason"
+        )]
+        reason: Option<ErrorReason>,
+        /// Ties the client's message to the worker's log line with the detail; absent in events
+        /// of older workers.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        error_id: String,
+    },
     /// Terminal: the answer is complete.
     Done(Box<Done>),
 }
 
 impl EventBody {
+    /// An error event for `reason`: the client message is built from the reason (and, for
+    /// `bad_request`, from `own_text`) with `error_id`.
+    pub fn error(reason: ErrorReason, own_text: &str, error_id: &str) -> EventBody {
+        EventBody::Error {
+            code: reason.class(),
+            message: reason.client_message(own_text, error_id),
+            reason: Some(reason),
+            error_id: error_id.to_string(),
+        }
+    }
+
     pub fn is_terminal(&self) -> bool {
         matches!(self, EventBody::Done(_) | EventBody::Error { .. })
     }
 }
 
-/// Machine-readable failure classes carried by [`EventBody::Error`].
+/// Coarse failure classes carried by [`EventBody::Error`] as `code`. The finer, client-visible
+/// codes are [`ErrorReason`]s (`reason`); each belongs to one class ([`ErrorReason::class`]).
+/// These names stay as they are: ingresses of every version map them to statuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -149,10 +180,7 @@ mod tests {
 
     #[test]
     fn terminal_events() {
-        let err = EventBody::Error {
-            code: ErrorCode::Upstream,
-            message: "x".into(),
-        };
+        let err = EventBody::error(ErrorReason::UpstreamError, "", "err_1");
         assert!(err.is_terminal());
         assert!(!EventBody::Reset.is_terminal());
         let done = StreamEvent {
@@ -169,5 +197,45 @@ mod tests {
         };
         assert!(done.body.is_terminal());
         assert_eq!(StreamEvent::decode(&done.encode()).unwrap(), done);
+    }
+
+    #[test]
+    fn error_event_wire_shape_and_old_events() {
+        let e = StreamEvent {
+            seq: 2,
+            attempt: 0,
+            body: EventBody::error(ErrorReason::UpstreamRateLimited, "", "err_0123456789ab"),
+        };
+        assert_eq!(
+            String::from_utf8(e.encode()).unwrap(),
+            r#"{"seq":2,"type":"error","code":"upstream","message":"the model service is rate limiting requests; retry later (error id err_0123456789ab)","reason":"upstream_rate_limited","error_id":"err_0123456789ab"}"#
+        );
+        assert_eq!(StreamEvent::decode(&e.encode()).unwrap(), e);
+        // An older worker's event: no reason, no error id.
+        let old =
+            StreamEvent::decode(br#"{"seq":1,"type":"error","code":"upstream","message":"m"}"#)
+                .unwrap();
+        assert_eq!(
+            old.body,
+            EventBody::Error {
+                code: ErrorCode::Upstream,
+                message: "m".into(),
+                reason: None,
+                error_id: String::new(),
+            }
+        );
+        // A newer worker's reason this version does not know: `code` still decides.
+        let newer = StreamEvent::decode(
+            br#"{"seq":1,"type":"error","code":"internal","message":"m","reason":"something_new","error_id":"err_1"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            newer.body,
+            EventBody::Error {
+                reason: None,
+                code: ErrorCode::Internal,
+                ..
+            }
+        ));
     }
 }

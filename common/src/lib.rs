@@ -4,7 +4,8 @@
 //! on each other; they agree through the types here.
 //!
 //! Layout:
-//! - [`job`]: the job published to the broker; [`event`]: the events streamed back.
+//! - [`job`]: the job published to the broker; [`event`]: the events streamed back;
+//!   [`client_error`]: the error codes and messages a client may see, and error ids.
 //! - [`broker`]: the job queue (traits + RabbitMQ); [`bus`]: the event stream (traits + Redis).
 //! - [`db`]: PostgreSQL pool and embedded migrations; [`auth`]: API key generation and hashing.
 //! - [`config`]: `RAGQ_*` settings shared by the binaries; [`telemetry`]: logging.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod broker;
 pub mod bus;
 pub mod chat_defaults;
+pub mod client_error;
 pub mod config;
 pub mod db;
 pub mod event;

@@ -164,6 +164,9 @@ impl Services {
 impl TestEnv {
     pub async fn start(opts: EnvOptions) -> TestEnv {
         init_logs();
+        // reqwest is built without a rustls provider: the process installs ring before its
+        // first HTTP client is made.
+        ragq_common::tls::install_ring_provider();
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("ragq_test_{id}");
         let admin = PgPool::connect(&format!("{}/postgres", pg_admin_url()))
@@ -307,13 +310,10 @@ impl TestEnv {
             sim,
             subscriber,
             queue_prefix,
-            http: {
-                ragq_common::tls::install_ring_provider();
-                reqwest::Client::builder()
-            }
-            .pool_max_idle_per_host(usize::MAX)
-            .build()
-            .expect("http client"),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(usize::MAX)
+                .build()
+                .expect("http client"),
             shutdown,
             db_url,
             worker_tasks: Vec::new(),

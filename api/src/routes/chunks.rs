@@ -125,7 +125,11 @@ pub async fn parse(
 
     for (i, job) in jobs.iter().enumerate() {
         if let Err(e) = state.jobs.publish(Lane::Ingest, job).await {
-            tracing::warn!(error = %e, "publishing an ingest job failed");
+            let answer = ApiError::dependency(
+                "The job queue is unavailable, retry later.",
+                "publishing an ingest job failed",
+                &e,
+            );
             // Nothing will parse these documents: say so instead of leaving them RUNNING.
             let unqueued: Vec<Uuid> = task_ids[i..].to_vec();
             sqlx::query(
@@ -137,9 +141,7 @@ pub async fn parse(
             .bind(&unqueued)
             .execute(&state.db)
             .await?;
-            return Err(ApiError::unavailable(
-                "The job queue is unavailable, retry later.",
-            ));
+            return Err(answer);
         }
     }
     Ok(ok(Value::Null))

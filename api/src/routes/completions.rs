@@ -205,8 +205,11 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
     );
     let subscribe = async {
         state.events.subscribe(job.id).await.map_err(|e| {
-            tracing::warn!(error = %e, "subscribe failed");
-            ApiError::unavailable("The event bus is unavailable, retry later.")
+            ApiError::dependency(
+                "The event bus is unavailable, retry later.",
+                "subscribe failed",
+                &e,
+            )
         })
     };
     let record_owner = async {
@@ -215,14 +218,20 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
             .set_owner(job.id, &owner, ttl)
             .await
             .map_err(|e| {
-                tracing::warn!(error = %e, "recording the job owner failed");
-                ApiError::unavailable("The event bus is unavailable, retry later.")
+                ApiError::dependency(
+                    "The event bus is unavailable, retry later.",
+                    "recording the job owner failed",
+                    &e,
+                )
             })
     };
     let (sub, ()) = tokio::try_join!(subscribe, record_owner)?;
     state.jobs.publish(lane, job).await.map_err(|e| {
-        tracing::warn!(error = %e, "publish failed");
-        ApiError::unavailable("The job queue is unavailable, retry later.")
+        ApiError::dependency(
+            "The job queue is unavailable, retry later.",
+            "publish failed",
+            &e,
+        )
     })?;
     Ok(
         JobStream::new(sub, job.id, Instant::now() + ttl + Duration::from_secs(2))
@@ -257,8 +266,8 @@ async fn collect_answer(mut stream: JobStream, message_id: &str, session_id: &st
                 )
                 .into_response();
             }
-            Item::Failed { message, .. } => {
-                return ApiError::new(code::EXCEPTION, format!("**ERROR**: {message}"))
+            Item::Failed(failure) => {
+                return ApiError::new(code::EXCEPTION, format!("**ERROR**: {}", failure.message))
                     .into_response();
             }
             Item::Delta(_) | Item::Idle | Item::Result(_) => {}

@@ -32,8 +32,11 @@ async fn owned(
     let not_found = || ApiError::data(format!("You don't own the job {job_id}"));
     let id: Uuid = job_id.parse().map_err(|_| not_found())?;
     let owner = state.control.owner(id).await.map_err(|e| {
-        tracing::warn!(error = %e, "owner lookup failed");
-        ApiError::unavailable("The event bus is unavailable, retry later.")
+        ApiError::dependency(
+            "The event bus is unavailable, retry later.",
+            "owner lookup failed",
+            &e,
+        )
     })?;
     let owner = owner.ok_or_else(not_found)?;
     let mut parts = owner.splitn(3, ' ');
@@ -52,8 +55,11 @@ pub async fn stop(
 ) -> ApiResult<Response> {
     let (id, _, _) = owned(&state, &tenant, &job_id).await?;
     state.control.cancel(id).await.map_err(|e| {
-        tracing::warn!(error = %e, "cancel failed");
-        ApiError::unavailable("The event bus is unavailable, retry later.")
+        ApiError::dependency(
+            "The event bus is unavailable, retry later.",
+            "cancel failed",
+            &e,
+        )
     })?;
     Ok(ok(serde_json::Value::Bool(true)))
 }
@@ -65,8 +71,11 @@ pub async fn resume(
 ) -> ApiResult<Response> {
     let (id, message_id, session_id) = owned(&state, &tenant, &job_id).await?;
     let sub = state.events.subscribe(id).await.map_err(|e| {
-        tracing::warn!(error = %e, "subscribe failed");
-        ApiError::unavailable("The event bus is unavailable, retry later.")
+        ApiError::dependency(
+            "The event bus is unavailable, retry later.",
+            "subscribe failed",
+            &e,
+        )
     })?;
     let deadline = Instant::now() + std::time::Duration::from_secs(state.cfg.job_deadline_s + 2);
     // A resumed reader does not own the job's fate: leaving again does not cancel it.

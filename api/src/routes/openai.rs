@@ -33,7 +33,7 @@
 //!   | chat unknown, inactive or another tenant's | 404 | `chat_not_found` | `You don't own the chat {id}` |
 //!   | server overloaded (admission control) | 429 + `Retry-After` | `rate_limit_exceeded` | |
 //!   | bus / broker / database unavailable | 503 + `Retry-After` | `service_unavailable` | |
-//!   | non-stream job failed: chat misconfigured / upstream model / deadline / other | 400 / 502 / 504 / 500 | see [`OpenAiError::from_failure`] | `**ERROR**: …` |
+//!   | non-stream job failed: chat misconfigured / upstream error or unreachable / upstream timeout / upstream rate limited / deadline / other | 400 / 502 / 504 / 429 / 504 / 500 | see [`OpenAiError::from_failure`] | `**ERROR**: <fixed message> (error id err_…)` |
 //!
 //!   As in RAGFlow, `model`/`messages` presence is checked before authentication.
 //! - **`stream` defaults to false** when omitted (RAGFlow defaults to true, which breaks the SDK's
@@ -331,9 +331,7 @@ async fn collect_answer(
                 let body = openai::completion_json(c, &done, reference.as_ref());
                 return Ok(PyJson(StatusCode::OK, body).into_response());
             }
-            Item::Failed { code, message } => {
-                return Err(OpenAiError::from_failure(code, &message));
-            }
+            Item::Failed(failure) => return Err(OpenAiError::from_failure(&failure)),
             Item::Delta(_) | Item::Idle | Item::Result(_) => {}
         }
     }

@@ -36,7 +36,8 @@ pub const MAX_PAGE_SIZE: i64 = 1024;
 
 /// Publishes `job` on `lane` (subscribe first, see [`completions::start_job`]) and waits for
 /// its `result`. A worker's `bad_request` failure is RAGFlow's code 102 with the worker's
-/// message; any other failure (upstream model, timeout) is code 100.
+/// message; any other failure (upstream model, timeout) is code 100 with the failure's fixed
+/// message and error id.
 pub async fn await_result(state: &AppState, job: &Job, lane: Lane) -> Result<Value, ApiError> {
     let mut stream = completions::start_job(state, job, lane).await?;
     let mut result = None;
@@ -49,11 +50,10 @@ pub async fn await_result(state: &AppState, job: &Job, lane: Lane) -> Result<Val
                     ApiError::new(code::EXCEPTION, "The worker finished without a result.")
                 });
             }
-            Item::Failed {
-                code: ErrorCode::BadRequest,
-                message,
-            } => return Err(ApiError::data(message)),
-            Item::Failed { message, .. } => return Err(ApiError::new(code::EXCEPTION, message)),
+            Item::Failed(failure) if failure.code() == ErrorCode::BadRequest => {
+                return Err(ApiError::data(failure.message));
+            }
+            Item::Failed(failure) => return Err(ApiError::new(code::EXCEPTION, failure.message)),
             _ => {}
         }
     }

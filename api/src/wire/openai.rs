@@ -30,7 +30,8 @@
 //!
 //! **Failures.** A failed job ([`Item::Failed`]) sends one chunk whose content is
 //! `"**ERROR**: <message>"`, then the final chunk and `[DONE]` (RAGFlow's behaviour on an
-//! exception).
+//! exception). The message is the failure's client text — a fixed message per error code and
+//! `(error id err_…)` — never an upstream's answer or an internal error.
 //!
 //! **Regeneration** ([`Item::Reset`], sent when a worker died and another one answers the job
 //! again): OpenAI deltas cannot be taken back. If no text was sent yet, the reset is invisible
@@ -46,11 +47,12 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ragq_common::event::{Done, ErrorCode, RefChunk, Reference};
+use ragq_common::client_error::ErrorReason;
+use ragq_common::event::{Done, RefChunk, Reference};
 use serde_json::{Value, json};
 
 use crate::envelope::{ApiError, PyJson, push_escaped, to_py_json};
-use crate::relay::Item;
+use crate::relay::{Failure, Item};
 
 /// The closing line of every OpenAI stream.
 pub const DONE: &[u8] = b"data:[DONE]\n\n";
@@ -163,7 +165,7 @@ impl OpenAiSse {
                 out.extend_from_slice(DONE);
                 Some(Bytes::from(out))
             }
-            Item::Failed { message, .. } => Some(self.fail(&format!("**ERROR**: {message}"))),
+            Item::Failed(failure) => Some(self.fail(&format!("**ERROR**: {}", failure.message))),
         }
     }
 
@@ -313,21 +315,43 @@ impl OpenAiError {
         }
     }
 
-    /// A job that ended with an error event: a bad chat configuration is the caller's 400, an
-    /// upstream model failure 502, a deadline 504, anything else 500.
-    pub fn from_failure(code: ErrorCode, message: &str) -> Self {
-        let message = format!("**ERROR**: {message}");
-        match code {
-            ErrorCode::BadRequest => Self::invalid(
+    /// A job that ended with an error event, by its client-visible code:
+    ///
+    /// | reason | status | `type` | `code` |
+    /// | --- | --- | --- | --- |
+    /// | `bad_request` | 400 | `invalid_request_error` | `invalid_chat_configuration` |
+    /// | `upstream_error` | 502 | `server_error` | `upstream_error` |
+    /// | `upstream_unavailable` | 502 | `server_error` | `upstream_unavailable` |
+    /// | `upstream_timeout` | 504 | `server_error` | `upstream_timeout` |
+    /// | `upstream_rate_limited` | 429 | `rate_limit_error` | `upstream_rate_limited` |
+    /// | `timeout` | 504 | `server_error` | `timeout` |
+    /// | `cancelled` | 500 | `server_error` | `cancelled` |
+    /// | `internal` | 500 | `server_error` | `internal_error` |
+    ///
+    /// A rate-limited upstream is passed on as 429 (as OpenAI itself answers it), so the SDK's
+    /// `RateLimitError` and its backoff apply. The message is `**ERROR**: ` and the failure's
+    /// client text (fixed message and error id).
+    pub fn from_failure(failure: &Failure) -> Self {
+        let message = format!("**ERROR**: {}", failure.message);
+        let server = |status, code| Self::server(status, code, message.clone());
+        match failure.reason {
+            ErrorReason::BadRequest => Self::invalid(
                 StatusCode::BAD_REQUEST,
                 "invalid_chat_configuration",
                 message,
             ),
-            ErrorCode::Upstream => Self::server(StatusCode::BAD_GATEWAY, "upstream_error", message),
-            ErrorCode::Timeout => Self::server(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
-            ErrorCode::Cancelled | ErrorCode::Internal => {
-                Self::server(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+            ErrorReason::UpstreamError => server(StatusCode::BAD_GATEWAY, "upstream_error"),
+            ErrorReason::UpstreamUnavailable => {
+                server(StatusCode::BAD_GATEWAY, "upstream_unavailable")
             }
+            ErrorReason::UpstreamTimeout => server(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            ErrorReason::UpstreamRateLimited => OpenAiError {
+                kind: "rate_limit_error",
+                ..server(StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
+            },
+            ErrorReason::Timeout => server(StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ErrorReason::Cancelled => server(StatusCode::INTERNAL_SERVER_ERROR, "cancelled"),
+            ErrorReason::Internal => server(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 
@@ -387,6 +411,14 @@ impl IntoResponse for OpenAiError {
 mod tests {
     use super::*;
     use ragq_common::event::{DocAgg, Usage};
+
+    fn failure(reason: ErrorReason) -> Failure {
+        Failure {
+            reason,
+            error_id: "err_1".into(),
+            message: "boom (error id err_1)".into(),
+        }
+    }
 
     fn parse(bytes: &[u8]) -> Vec<Value> {
         let s = std::str::from_utf8(bytes).unwrap();
@@ -509,14 +541,14 @@ mod tests {
         let mut f = OpenAiSse::new("c", 5, 1, true);
         f.event(Item::Delta("par".into()));
         let out = parse(
-            &f.event(Item::Failed {
-                code: ErrorCode::Upstream,
-                message: "boom".into(),
-            })
-            .unwrap(),
+            &f.event(Item::Failed(failure(ErrorReason::UpstreamError)))
+                .unwrap(),
         );
         assert_eq!(out.len(), 3, "{out:?}");
-        assert_eq!(out[0]["choices"][0]["delta"]["content"], "**ERROR**: boom");
+        assert_eq!(
+            out[0]["choices"][0]["delta"]["content"],
+            "**ERROR**: boom (error id err_1)"
+        );
         assert_eq!(out[0]["choices"][0]["finish_reason"], Value::Null);
         assert_eq!(out[1]["choices"][0]["finish_reason"], "stop");
         assert_eq!(out[1]["choices"][0]["delta"]["final_content"], "par");
@@ -609,14 +641,47 @@ mod tests {
             e.body(),
             json!({"error": {"message": "m", "type": "invalid_request_error", "param": "model", "code": "missing_required_parameter"}})
         );
-        assert_eq!(
-            OpenAiError::from_failure(ErrorCode::Upstream, "x").status,
-            StatusCode::BAD_GATEWAY
-        );
-        assert_eq!(
-            OpenAiError::from_failure(ErrorCode::Timeout, "x").status,
-            StatusCode::GATEWAY_TIMEOUT
-        );
+        let cases = [
+            (
+                ErrorReason::BadRequest,
+                400,
+                "invalid_request_error",
+                "invalid_chat_configuration",
+            ),
+            (
+                ErrorReason::UpstreamError,
+                502,
+                "server_error",
+                "upstream_error",
+            ),
+            (
+                ErrorReason::UpstreamUnavailable,
+                502,
+                "server_error",
+                "upstream_unavailable",
+            ),
+            (
+                ErrorReason::UpstreamTimeout,
+                504,
+                "server_error",
+                "upstream_timeout",
+            ),
+            (
+                ErrorReason::UpstreamRateLimited,
+                429,
+                "rate_limit_error",
+                "upstream_rate_limited",
+            ),
+            (ErrorReason::Timeout, 504, "server_error", "timeout"),
+            (ErrorReason::Cancelled, 500, "server_error", "cancelled"),
+            (ErrorReason::Internal, 500, "server_error", "internal_error"),
+        ];
+        for (reason, status, kind, code) in cases {
+            let e = OpenAiError::from_failure(&failure(reason));
+            assert_eq!(e.status.as_u16(), status, "{reason:?}");
+            assert_eq!((e.kind, e.code), (kind, code), "{reason:?}");
+            assert_eq!(e.message, "**ERROR**: boom (error id err_1)");
+        }
         let e = OpenAiError::from(ApiError::unavailable("down"));
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.retry_after, Some(1));

@@ -3,7 +3,8 @@
 //! Streaming: each event is `data:{json}\n\n` (no space after `data:`, Python separators). Partial
 //! events carry the **cumulative** answer; the final event carries the decorated answer with
 //! `reference` (`total`, `chunks`, `doc_aggs`), `prompt` and `created_at`; an error event has
-//! code 500 and `"**ERROR**: …"`; the stream always closes with `data:{"code": 0, "data": true}`.
+//! code 500 and `"**ERROR**: …"` (the failure's client text: a fixed message with its error id,
+//! see [`crate::relay::Failure`]); the stream always closes with `data:{"code": 0, "data": true}`.
 //!
 //! The partial events are the hot path: the answer is kept JSON-escaped and grows by escaping
 //! only each new delta, so building an event is one buffer copy, not a re-serialisation.
@@ -79,7 +80,7 @@ impl RagflowSse {
                 );
                 Some(sse_with_end(&body))
             }
-            Item::Failed { message, .. } => Some(sse_with_end(&error_json(&message))),
+            Item::Failed(failure) => Some(sse_with_end(&error_json(&failure.message))),
         }
     }
 }
@@ -162,14 +163,15 @@ mod tests {
                 .contains("\"answer\": \"new\"")
         );
         let end = f
-            .event(Item::Failed {
-                code: ragq_common::event::ErrorCode::Upstream,
-                message: "boom".into(),
-            })
+            .event(Item::Failed(crate::relay::Failure {
+                reason: ragq_common::client_error::ErrorReason::UpstreamError,
+                error_id: "err_1".into(),
+                message: "boom (error id err_1)".into(),
+            }))
             .unwrap();
         let s = std::str::from_utf8(&end).unwrap();
         assert!(s.starts_with("data:{\"code\": 500, "));
-        assert!(s.contains("**ERROR**: boom"));
+        assert!(s.contains("**ERROR**: boom (error id err_1)"));
         assert!(s.ends_with("data:{\"code\": 0, \"data\": true}\n\n"));
     }
 }

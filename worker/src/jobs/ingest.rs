@@ -4,8 +4,9 @@
 //!   `POST /api/v1/datasets/{id}/chunks` on the ingest lane; nobody waits on the bus. The job
 //!   loads the stored text, chunks, embeds (the dataset's embedding model) and indexes it, and
 //!   writes its state to the `documents` row as it goes: `progress` after each embedding batch,
-//!   then `run = DONE` with the counts, or `run = FAIL` (progress −1, as RAGFlow) with the error
-//!   in `progress_msg`.
+//!   then `run = DONE` with the counts, or `run = FAIL` (progress −1, as RAGFlow) with the
+//!   client's text of the failure in `progress_msg`: a fixed message and an error id (the detail
+//!   is in the worker's log under that id), or ragq's own words for a bad document or setting.
 //!   The row's `task_id` is this job's id: every write is conditional on
 //!   `run = 'RUNNING' AND task_id = <job id>`, so a cancel (`run = CANCEL`) or a newer parse
 //!   silently wins and this job stops at its next check (before each embedding batch and before
@@ -112,19 +113,27 @@ async fn embedding_spec(
 enum ParseEnd {
     /// Cancelled, re-parsed or deleted meanwhile: nothing more to write.
     Stopped,
-    /// Record `FAIL` with this message.
-    Failed(String),
+    /// Record `FAIL`; `progress_msg` gets the client's text of [`StepError::report`] (a fixed
+    /// message with an error id, or a `bad_request`'s own words), never the error's detail.
+    Failed(StepError),
 }
 
 impl From<IngestError> for ParseEnd {
     fn from(e: IngestError) -> Self {
-        ParseEnd::Failed(e.to_string())
+        ParseEnd::Failed(match e {
+            // ragq's own words about the document: shown as they are.
+            IngestError::Unsupported(_) | IngestError::NotText => {
+                StepError::BadRequest(e.to_string())
+            }
+            IngestError::Embed(e) => StepError::Upstream(e),
+            IngestError::Db(e) => StepError::Db(e),
+        })
     }
 }
 
 impl From<sqlx::Error> for ParseEnd {
     fn from(e: sqlx::Error) -> Self {
-        ParseEnd::Failed(format!("database error: {e}"))
+        ParseEnd::Failed(StepError::Db(e))
     }
 }
 
@@ -140,15 +149,18 @@ async fn parse(
     let end = match tokio::time::timeout(budget, work).await {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(end)) => end,
-        Err(_) => ParseEnd::Failed("Parsing did not finish before the job's deadline.".into()),
+        Err(_) => ParseEnd::Failed(StepError::Deadline),
     };
     match end {
         ParseEnd::Stopped => {
             tracing::info!(job = %job.id, document = %params.document_id, "parse stopped");
             Ok(())
         }
-        ParseEnd::Failed(message) => {
-            tracing::info!(job = %job.id, document = %params.document_id, error = %message, "parse failed");
+        ParseEnd::Failed(error) => {
+            // Logs the detail under a fresh error id; the document row gets only the client text.
+            let reported = error.report(job);
+            let message = reported.message;
+            tracing::info!(job = %job.id, document = %params.document_id, error_id = %reported.error_id, "parse failed");
             // The outcome is in the documents table; nobody listens on the bus for parse jobs.
             sqlx::query(
                 "UPDATE documents SET run = 'FAIL', progress = -1, progress_msg = $3, updated_at = now(),
@@ -193,15 +205,15 @@ async fn parse_document(
     let spec = embedding_spec(&p.db, &job.tenant_id, &doc.embedding_model)
         .await?
         .ok_or_else(|| {
-            ParseEnd::Failed(format!(
+            ParseEnd::Failed(StepError::BadRequest(format!(
                 "The embedding model `{}` of the dataset does not exist.",
                 doc.embedding_model
-            ))
+            )))
         })?;
     let embedder = p
         .providers
         .embedder(&spec)
-        .map_err(|e| ParseEnd::Failed(e.to_string()))?;
+        .map_err(|e| ParseEnd::Failed(StepError::Upstream(e)))?;
     let max_tokens = doc
         .parser_config
         .get("chunk_token_num")
@@ -314,7 +326,11 @@ async fn add_chunk(
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| StepError::BadRequest("the embedding model returned no vector".into()))?;
+        .ok_or_else(|| {
+            StepError::Upstream(crate::providers::ProviderError::Decode(
+                "the embedding model returned no vector".into(),
+            ))
+        })?;
     let tokens = approx_tokens(&params.content) as i32;
     let mut tx = p.db.begin().await?;
     // The id comes from the ingress: a redelivered job inserts nothing the second time.

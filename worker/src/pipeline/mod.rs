@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Every failure ends the job's stream with one `error` event; only a failure of the event bus
-//! itself (nobody could be told) makes the job go back to the queue.
+//! itself (nobody could be told) makes the job go back to the queue. The event carries a
+//! client-visible code, a fixed message and an error id, never the failure's detail, which is
+//! logged under that id ([`error::StepError::report`]).
 
 pub mod citations;
 pub mod common_terms;
@@ -85,12 +87,10 @@ impl Pipeline {
                 Outcome::Requeue
             }
             Err(e) => {
-                tracing::info!(job = %job.id, error = %e, "job failed");
-                let body = EventBody::Error {
-                    code: e.code(),
-                    message: e.to_string(),
-                };
-                match events.send(body).await {
+                // The detail is logged under a fresh error id; the client sees a fixed message
+                // with that id (`error::StepError::report`).
+                let reported = e.report(job);
+                match events.send(reported.event()).await {
                     Ok(()) => Outcome::Finished,
                     Err(_) => Outcome::Requeue,
                 }

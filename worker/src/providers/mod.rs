@@ -29,9 +29,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Stream;
+use ragq_common::client_error::ErrorReason;
 use ragq_common::tls::TlsRoots;
 
 /// A provider call failed.
+///
+/// The `Display` of every variant is **log detail**: it may hold an upstream status and up to
+/// 300 bytes of the upstream's body (which can echo a key or a prompt). It never reaches a client:
+/// a failed job shows the client only the fixed message of [`ProviderError::reason`] with an error
+/// id (see `ragq_common::client_error`), and the worker logs this detail under the same id.
+///
+/// URLs are kept out even of the detail's reqwest part: [`describe`] drops reqwest's
+/// `for url (…)` and appends the URL without its user info, query and fragment — a model's
+/// `base_url` may carry a key there (`?api-key=…`, `https://user:key@host`), and logs are read
+/// by more people than the `models` table.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("unknown {kind} provider `{provider}`")]
@@ -39,6 +50,10 @@ pub enum ProviderError {
         kind: &'static str,
         provider: String,
     },
+    /// Connection refused, DNS failure, TLS handshake failure: nothing answered.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// Any other failure to send the request or read the answer.
     #[error("upstream request failed: {0}")]
     Http(String),
     #[error("upstream answered {status}: {body}")]
@@ -53,10 +68,31 @@ impl ProviderError {
     /// Worth retrying: the same request may succeed a moment later.
     pub fn is_transient(&self) -> bool {
         match self {
-            ProviderError::Http(_) | ProviderError::Timeout(_) => true,
+            ProviderError::Http(_) | ProviderError::Unreachable(_) | ProviderError::Timeout(_) => {
+                true
+            }
             ProviderError::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
             _ => false,
         }
+    }
+
+    /// The client-visible error code of this failure. An unknown provider string is the model
+    /// settings' fault (`bad_request`), not the upstream's.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            ProviderError::UnknownProvider { .. } => ErrorReason::BadRequest,
+            ProviderError::Unreachable(_) => ErrorReason::UpstreamUnavailable,
+            ProviderError::Timeout(_) => ErrorReason::UpstreamTimeout,
+            ProviderError::Status { status: 429, .. } => ErrorReason::UpstreamRateLimited,
+            ProviderError::Http(_) | ProviderError::Status { .. } | ProviderError::Decode(_) => {
+                ErrorReason::UpstreamError
+            }
+        }
+    }
+
+    /// A failure to decode an answer's body.
+    pub(crate) fn decode(e: reqwest::Error) -> Self {
+        ProviderError::Decode(describe(e))
     }
 }
 
@@ -64,9 +100,42 @@ impl From<reqwest::Error> for ProviderError {
     fn from(e: reqwest::Error) -> Self {
         if e.is_timeout() {
             ProviderError::Timeout("request")
+        } else if e.is_connect() {
+            ProviderError::Unreachable(describe(e))
         } else {
-            ProviderError::Http(e.to_string())
+            ProviderError::Http(describe(e))
         }
+    }
+}
+
+/// A reqwest error for the logs: its kind and the chain of causes (`error sending request: client
+/// error (Connect): tcp connect error: Connection refused (os error 111)`), then the URL as
+/// [`redact_url`] leaves it. reqwest's own `Display` would print the full URL.
+pub(crate) fn describe(e: reqwest::Error) -> String {
+    let url = e.url().map(redact_url);
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if let Some(url) = url {
+        out.push_str(" (url ");
+        out.push_str(&url);
+        out.push(')');
+    }
+    out
+}
+
+/// `scheme://host[:port]/path` — the URL without user info, query and fragment, the places a
+/// key can hide in a `base_url`.
+pub(crate) fn redact_url(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
     }
 }
 
@@ -164,7 +233,7 @@ impl Providers {
             .pool_max_idle_per_host(usize::MAX)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| ProviderError::Http(e.to_string()))?;
+            .map_err(ProviderError::from)?;
         Ok(Providers { http, timeouts })
     }
 
@@ -302,9 +371,7 @@ pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
         if !resp.status().is_success() {
             return Err(status_error(resp).await);
         }
-        resp.json::<T>()
-            .await
-            .map_err(|e| ProviderError::Decode(e.to_string()))
+        resp.json::<T>().await.map_err(ProviderError::decode)
     })
     .await
 }
@@ -321,4 +388,55 @@ pub(crate) async fn status_error(resp: reqwest::Response) -> ProviderError {
         body.truncate(cut);
     }
     ProviderError::Status { status, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection refused is `Unreachable` (`upstream_unavailable`), and its detail names the
+    /// URL without user info or query, where a key could be.
+    #[tokio::test]
+    async fn connect_errors_are_unreachable_and_their_detail_hides_url_secrets() {
+        let providers = test_support::providers();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url = format!("http://user:sk-pass@{addr}/gw/v1/embeddings?api-key=sk-query");
+        let err = providers
+            .http
+            .post(&url)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(ProviderError::from)
+            .unwrap_err();
+        assert_eq!(err.reason(), ErrorReason::UpstreamUnavailable);
+        let detail = err.to_string();
+        assert!(detail.starts_with("upstream unreachable: "), "{detail}");
+        assert!(
+            detail.contains(&format!("(url http://{addr}/gw/v1/embeddings)")),
+            "{detail}"
+        );
+        assert!(!detail.contains("sk-"), "{detail}");
+        assert!(err.is_transient());
+    }
+
+    #[test]
+    fn reasons_by_status() {
+        let status = |status| ProviderError::Status {
+            status,
+            body: String::new(),
+        };
+        assert_eq!(status(429).reason(), ErrorReason::UpstreamRateLimited);
+        assert_eq!(status(503).reason(), ErrorReason::UpstreamError);
+        assert_eq!(
+            ProviderError::Decode("x".into()).reason(),
+            ErrorReason::UpstreamError
+        );
+        assert_eq!(
+            ProviderError::Timeout("request").reason(),
+            ErrorReason::UpstreamTimeout
+        );
+    }
 }

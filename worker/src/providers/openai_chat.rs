@@ -105,7 +105,7 @@ impl ChatModel for OpenAiChat {
                             let err = if e.is_timeout() {
                                 ProviderError::Timeout("stream idle")
                             } else {
-                                ProviderError::Http(e.to_string())
+                                ProviderError::from(e)
                             };
                             pending.push_back(Err(err));
                         }
