@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::secret::SecretConfig;
 
 use crate::providers::Timeouts;
 
@@ -15,6 +16,8 @@ pub struct WorkerConfig {
     pub broker: BrokerConfig,
     #[command(flatten)]
     pub bus: BusConfig,
+    #[command(flatten)]
+    pub secrets: SecretConfig,
     /// Jobs in flight per lane (RabbitMQ prefetch): bounds this worker's concurrency.
     #[arg(long, env = "RAGQ_PREFETCH", default_value_t = 512,
           value_parser = clap::value_parser!(u16).range(1..))]

@@ -3,7 +3,8 @@
 //! Consumes jobs from the broker and answers them:
 //! [`consumer`] (deliveries → tasks) → [`pipeline`] (context → retrieve → rerank → prompt →
 //! generate → citations → persist), with model clients in [`providers`]. [`ingest`] chunks and
-//! embeds documents; [`admin`] backs the `ragq` command-line tool.
+//! embeds documents; [`models`] reads model settings (decrypting their API keys); [`admin`]
+//! backs the `ragq` command-line tool.
 
 pub mod admin;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod consumer;
 pub mod health;
 pub mod ingest;
 pub mod jobs;
+pub mod models;
 pub mod pipeline;
 pub mod providers;
 
@@ -39,6 +41,8 @@ pub enum WorkerError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Provider(#[from] providers::ProviderError),
+    #[error(transparent)]
+    Secret(#[from] ragq_common::secret::SecretError),
 }
 
 /// A connected worker, ready to consume.
@@ -52,6 +56,8 @@ pub struct Worker {
 impl Worker {
     /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis.
     pub async fn start(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
+        // A malformed key stops the worker before it connects to anything.
+        let secrets = cfg.secrets.keys()?;
         let db =
             ragq_common::db::connect_and_migrate_with(&cfg.db, ragq_common::db::Plans::Generic)
                 .await?;
@@ -68,6 +74,7 @@ impl Worker {
         let pipeline = Arc::new(pipeline::Pipeline {
             db,
             providers: providers::Providers::new(cfg.timeouts())?,
+            secrets,
             bus,
             limits: pipeline::generate::Limits {
                 first_token: Duration::from_millis(cfg.first_token_timeout_ms),

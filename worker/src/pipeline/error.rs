@@ -3,6 +3,7 @@
 use ragq_common::bus::BusError;
 use ragq_common::event::ErrorCode;
 
+use crate::models::ModelError;
 use crate::providers::ProviderError;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,17 @@ pub enum StepError {
     Deadline,
     #[error("the job was cancelled")]
     Cancelled,
+}
+
+impl From<ModelError> for StepError {
+    /// A model row that cannot be used (unknown provider, undecryptable key) is a
+    /// misconfiguration; the message names the model, never its key.
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Db(e) => StepError::Db(e),
+            e => StepError::BadRequest(e.to_string()),
+        }
+    }
 }
 
 impl StepError {
