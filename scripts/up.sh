@@ -10,7 +10,8 @@
 #   RAGQ_SIM_ADDR=127.0.0.1:9390 (plus RAGQ_SIM_* latencies, default workload W1)
 #   RAGQ_UPSTREAM_URL=        e.g. http://127.0.0.1:8000/v1 — use this server instead of the simulator
 #   RAGQ_UPSTREAM_MODEL=      chat model name on that server (default: sim)
-#   RAGQ_UPSTREAM_API_KEY=    its API key, if any
+#   RAGQ_UPSTREAM_API_KEY=    its API key, if any (stored encrypted)
+#   RAGQ_SECRET_KEY=          key encrypting model API keys (default: .ragq/secret.key, made once)
 #   RAGQ_DB_NAME=ragq
 #   RAGQ_BIN_DIR=             run the binaries in this folder instead of building them
 #   RAGQ_DEMO_REFINE_MULTITURN=false  the demo chat answers each question as asked (workload W1
@@ -29,6 +30,14 @@ DB_NAME=${RAGQ_DB_NAME:-ragq}
 export RAGQ_DATABASE_URL=${RAGQ_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$DB_NAME}
 STATE=$ROOT/.ragq
 mkdir -p "$STATE/pids" "$STATE/logs"
+
+# Model API keys are stored encrypted with RAGQ_SECRET_KEY (docs/OPERATIONS.md). Without one,
+# this checkout keeps its own in .ragq/secret.key (owner-only), so the demo data stays readable.
+if [ -z "${RAGQ_SECRET_KEY:-}" ]; then
+  [ -s "$STATE/secret.key" ] || (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STATE/secret.key")
+  RAGQ_SECRET_KEY=$(cat "$STATE/secret.key")
+  export RAGQ_SECRET_KEY
+fi
 
 if [ -n "${RAGQ_BIN_DIR:-}" ]; then
   BIN=$RAGQ_BIN_DIR # prebuilt binaries (e.g. two builds compared by a benchmark)

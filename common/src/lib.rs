@@ -10,6 +10,7 @@
 //! - [`db`]: PostgreSQL pool and embedded migrations; [`auth`]: API key generation and hashing.
 //! - [`config`]: `RAGQ_*` settings shared by the binaries; [`telemetry`]: logging.
 //! - [`text`]: tokenizer and the local hashing embedder.
+//! - [`model`]: model kinds and providers; [`secret`]: model API keys encrypted at rest.
 
 pub mod auth;
 pub mod broker;
@@ -20,6 +21,8 @@ pub mod config;
 pub mod db;
 pub mod event;
 pub mod job;
+pub mod model;
+pub mod secret;
 pub mod telemetry;
 pub mod text;
 pub mod tls;

@@ -12,10 +12,11 @@ use std::time::Duration;
 use clap::Parser;
 use ragq_api::{Api, ApiConfig};
 use ragq_common::bus::subscriber::RedisSubscriber;
+use ragq_common::secret::{SecretKey, SecretKeys};
 use ragq_common::tls::TlsRoots;
 use ragq_sim::{SimConfig, SimHandle};
-use ragq_worker::admin::{self, NewChat};
-use ragq_worker::providers::{ModelSpec, Providers, Timeouts};
+use ragq_worker::admin::{self, NewChat, NewModel};
+use ragq_worker::providers::{Providers, Timeouts};
 use ragq_worker::{Worker, WorkerConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -119,6 +120,8 @@ pub struct TestEnv {
     pub subscriber: RedisSubscriber,
     pub queue_prefix: String,
     pub http: reqwest::Client,
+    /// The environment's `RAGQ_SECRET_KEY` (random per environment), given to its workers.
+    pub secrets: SecretKeys,
     shutdown: CancellationToken,
     db_url: String,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -234,6 +237,10 @@ impl TestEnv {
         });
 
         // Tenant, models, demo dataset and chat.
+        let secrets = SecretKeys {
+            current: Some(SecretKey::generate()),
+            previous: None,
+        };
         let tenant = admin::create_tenant(&db, "test").await.expect("tenant");
         let sim_base = sim.api_base();
         for (kind, name, provider, model) in [
@@ -248,16 +255,16 @@ impl TestEnv {
             ("embedding", "local", "local", "local"),
             ("rerank", "sim-rerank", "jina", "sim-rerank"),
         ] {
-            let spec = ModelSpec {
-                name: name.into(),
-                kind: kind.into(),
-                provider: provider.into(),
-                base_url: sim_base.clone(),
-                model: model.into(),
-                api_key: String::new(),
+            let spec = NewModel {
+                name,
+                kind,
+                provider,
+                base_url: &sim_base,
+                model,
+                api_key: "",
                 max_tokens: 8192,
             };
-            admin::put_model(&db, &tenant.tenant_id, &spec)
+            admin::put_model(&db, &secrets, &tenant.tenant_id, &spec)
                 .await
                 .expect("model");
         }
@@ -277,6 +284,7 @@ impl TestEnv {
         admin::load_folder(
             &db,
             &providers,
+            &secrets,
             &tenant.tenant_id,
             &dataset_id,
             &demo_docs(),
@@ -314,6 +322,7 @@ impl TestEnv {
                 .pool_max_idle_per_host(usize::MAX)
                 .build()
                 .expect("http client"),
+            secrets,
             shutdown,
             db_url,
             worker_tasks: Vec::new(),
@@ -350,6 +359,8 @@ impl TestEnv {
             "20",
             "--coalesce-ms",
             &self.opts_coalesce_ms.to_string(),
+            "--secret-key",
+            &self.secret_key_hex(),
         ]))
         .expect("worker args")
         .cfg
@@ -387,6 +398,7 @@ impl TestEnv {
                 &self.opts_coalesce_ms.to_string(),
             ])
             .env("RUST_LOG", "warn")
+            .env("RAGQ_SECRET_KEY", self.secret_key_hex())
             .spawn()
             .expect("spawn ragq-worker")
     }
@@ -405,8 +417,18 @@ impl TestEnv {
             .args(["--queue-prefix", &self.queue_prefix])
             .args(["--queue-expires-ms", QUEUE_EXPIRES])
             .args(["--channel-prefix", &self.queue_prefix])
+            .env("RAGQ_SECRET_KEY", self.secret_key_hex())
             .env("RUST_LOG", "warn");
         cmd
+    }
+
+    /// The environment's secret key as 64 hex digits (for a worker's configuration).
+    pub fn secret_key_hex(&self) -> String {
+        self.secrets
+            .current
+            .as_ref()
+            .map(SecretKey::expose_hex)
+            .unwrap_or_default()
     }
 
     /// Starts one more worker, stopped with the environment.

@@ -1084,16 +1084,16 @@ async fn another_tenant_sees_and_changes_nothing() {
     let other = ragq_worker::admin::create_tenant(&env.db, "other")
         .await
         .expect("tenant");
-    let lexical = ragq_worker::providers::ModelSpec {
-        name: "lexical".into(),
-        kind: "embedding".into(),
-        provider: "local".into(),
-        base_url: String::new(),
-        model: "local".into(),
-        api_key: String::new(),
+    let lexical = ragq_worker::admin::NewModel {
+        name: "lexical",
+        kind: "embedding",
+        provider: "local",
+        base_url: "",
+        model: "local",
+        api_key: "",
         max_tokens: 8192,
     };
-    ragq_worker::admin::put_model(&env.db, &other.tenant_id, &lexical)
+    ragq_worker::admin::put_model(&env.db, &env.secrets, &other.tenant_id, &lexical)
         .await
         .expect("model");
     let key = other.api_key.clone();

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use axum::http::{StatusCode, Uri};
 use ragq_tests::{EnvOptions, TestEnv, parse_sse};
 use ragq_worker::admin;
-use ragq_worker::providers::ModelSpec;
 use serde_json::{Value, json};
 
 const SECRET: &str = "sk-live-SECRET123abcDEF456ghi";
@@ -99,16 +98,16 @@ async fn closed_base() -> String {
 }
 
 async fn add_model(env: &TestEnv, kind: &str, name: &str, base_url: &str) {
-    let spec = ModelSpec {
-        name: name.into(),
-        kind: kind.into(),
-        provider: "openai".into(),
-        base_url: base_url.into(),
-        model: "m".into(),
-        api_key: "sk-test-key".into(),
+    let spec = admin::NewModel {
+        name,
+        kind,
+        provider: "openai",
+        base_url,
+        model: "m",
+        api_key: "sk-test-key",
         max_tokens: 8192,
     };
-    admin::put_model(&env.db, &env.tenant_id, &spec)
+    admin::put_model(&env.db, &env.secrets, &env.tenant_id, &spec)
         .await
         .expect("model");
 }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use ragq_tests::tls::TestCa;
 use ragq_tests::{EnvOptions, TestEnv};
 use ragq_worker::admin;
-use ragq_worker::providers::ModelSpec;
 
 const QUESTION: &str = "What is the delivery limit of the job queue?";
 
@@ -91,14 +90,15 @@ async fn an_untrusted_certificate_ends_the_stream_and_doctor_names_it() {
         .expect("TLS simulator");
     admin::put_model(
         &env.db,
+        &env.secrets,
         &env.tenant_id,
-        &ModelSpec {
-            name: "tls-sim".into(),
-            kind: "chat".into(),
-            provider: "openai".into(),
-            base_url: tls_sim.api_base(),
-            model: "sim".into(),
-            api_key: String::new(),
+        &admin::NewModel {
+            name: "tls-sim",
+            kind: "chat",
+            provider: "openai",
+            base_url: &tls_sim.api_base(),
+            model: "sim",
+            api_key: "",
             max_tokens: 8192,
         },
     )

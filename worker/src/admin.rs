@@ -1,5 +1,6 @@
 //! Operator actions behind the `ragq` command-line tool (and the test fixtures): tenants and API
-//! keys, model settings, datasets loaded from a folder, chats.
+//! keys, model settings (API keys encrypted at rest, listed masked, re-encrypted after a key
+//! rotation), datasets loaded from a folder, chats.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +10,12 @@ use ragq_common::chat_defaults;
 use ragq_common::db::new_id;
 use sqlx::PgPool;
 
+use ragq_common::model::{ModelKind, Provider, UnknownName, api_key_context};
+use ragq_common::secret::{SecretError, SecretKeys, Stored, mask};
+
 use crate::ingest::{self, Format, IngestError};
-use crate::providers::{ModelSpec, Providers};
+use crate::models::{self, ModelError, StoredModel};
+use crate::providers::Providers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -20,6 +25,10 @@ pub enum AdminError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Provider(#[from] crate::providers::ProviderError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
     #[error("{0}")]
     Invalid(String),
     #[error("reading {path}: {source}")]
@@ -53,14 +62,44 @@ pub async fn create_tenant(db: &PgPool, name: &str) -> Result<NewTenant, AdminEr
     Ok(NewTenant { tenant_id, api_key })
 }
 
-/// Adds (or replaces) a model setting of a tenant.
-pub async fn put_model(db: &PgPool, tenant_id: &str, spec: &ModelSpec) -> Result<(), AdminError> {
-    if !matches!(spec.kind.as_str(), "chat" | "embedding" | "rerank") {
+/// A model setting as the operator gives it: kind and provider as text, the API key in plain.
+pub struct NewModel<'a> {
+    /// The name chats and datasets use to refer to it.
+    pub name: &'a str,
+    /// `chat`, `embedding` or `rerank`.
+    pub kind: &'a str,
+    /// One of [`Provider::ALL`], able to serve `kind`.
+    pub provider: &'a str,
+    pub base_url: &'a str,
+    /// The model name sent upstream.
+    pub model: &'a str,
+    /// Empty = no key. Stored encrypted with `RAGQ_SECRET_KEY`.
+    pub api_key: &'a str,
+    pub max_tokens: i32,
+}
+
+/// Adds (or replaces) a model setting of a tenant. Rejects an unknown kind or provider, and a
+/// provider that cannot serve the kind, with a message listing the valid values; encrypts a
+/// non-empty API key (which needs `RAGQ_SECRET_KEY`).
+pub async fn put_model(
+    db: &PgPool,
+    keys: &SecretKeys,
+    tenant_id: &str,
+    m: &NewModel<'_>,
+) -> Result<(), AdminError> {
+    let invalid = |e: UnknownName| AdminError::Invalid(e.to_string());
+    let kind: ModelKind = m.kind.parse().map_err(invalid)?;
+    let provider: Provider = m.provider.parse().map_err(invalid)?;
+    if !provider.serves(kind) {
         return Err(AdminError::Invalid(format!(
-            "model kind must be chat, embedding or rerank, not `{}`",
-            spec.kind
+            "provider `{provider}` does not serve {kind} models; {kind} providers: {}",
+            Provider::serving(kind)
         )));
     }
+    let api_key = keys.encrypt(
+        m.api_key,
+        &api_key_context(tenant_id, kind.as_str(), m.name),
+    )?;
     sqlx::query(
         "INSERT INTO models (tenant_id, name, kind, provider, base_url, model, api_key, max_tokens)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -69,34 +108,30 @@ pub async fn put_model(db: &PgPool, tenant_id: &str, spec: &ModelSpec) -> Result
            max_tokens = EXCLUDED.max_tokens",
     )
     .bind(tenant_id)
-    .bind(&spec.name)
-    .bind(&spec.kind)
-    .bind(&spec.provider)
-    .bind(&spec.base_url)
-    .bind(&spec.model)
-    .bind(&spec.api_key)
-    .bind(spec.max_tokens.max(1))
+    .bind(m.name)
+    .bind(kind.as_str())
+    .bind(provider.as_str())
+    .bind(m.base_url)
+    .bind(m.model)
+    .bind(&api_key)
+    .bind(m.max_tokens.max(1))
     .execute(db)
     .await?;
     Ok(())
 }
 
-pub async fn model(
+/// Fails unless the tenant has a model of this kind and name.
+async fn require_model(
     db: &PgPool,
     tenant_id: &str,
-    kind: &str,
+    kind: ModelKind,
     name: &str,
-) -> Result<ModelSpec, AdminError> {
-    sqlx::query_as::<_, ModelSpec>(
-        "SELECT name, kind, provider, base_url, model, api_key, max_tokens FROM models
-         WHERE tenant_id = $1 AND kind = $2 AND name = $3",
-    )
-    .bind(tenant_id)
-    .bind(kind)
-    .bind(name)
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(|| AdminError::Invalid(format!("no {kind} model named `{name}` for this tenant")))
+) -> Result<StoredModel, AdminError> {
+    models::find(db, tenant_id, kind, name)
+        .await?
+        .ok_or_else(|| {
+            AdminError::Invalid(format!("no {kind} model named `{name}` for this tenant"))
+        })
 }
 
 pub async fn create_dataset(
@@ -105,7 +140,7 @@ pub async fn create_dataset(
     name: &str,
     embedding_model: &str,
 ) -> Result<String, AdminError> {
-    model(db, tenant_id, "embedding", embedding_model).await?;
+    require_model(db, tenant_id, ModelKind::Embedding, embedding_model).await?;
     let id = new_id();
     sqlx::query(
         "INSERT INTO datasets (id, tenant_id, name, embedding_model) VALUES ($1, $2, $3, $4)",
@@ -123,6 +158,7 @@ pub async fn create_dataset(
 pub async fn add_document(
     db: &PgPool,
     providers: &Providers,
+    keys: &SecretKeys,
     tenant_id: &str,
     dataset_id: &str,
     name: &str,
@@ -136,8 +172,10 @@ pub async fn add_document(
             .fetch_optional(db)
             .await?
             .ok_or_else(|| AdminError::Invalid(format!("no dataset {dataset_id}")))?;
-    let embedder =
-        providers.embedder(&model(db, tenant_id, "embedding", &embedding_model).await?)?;
+    let spec = require_model(db, tenant_id, ModelKind::Embedding, &embedding_model)
+        .await?
+        .spec(keys)?;
+    let embedder = providers.embedder(&spec)?;
     let id = new_id();
     let suffix = name
         .rsplit_once('.')
@@ -173,6 +211,7 @@ pub async fn add_document(
 pub async fn load_folder(
     db: &PgPool,
     providers: &Providers,
+    keys: &SecretKeys,
     tenant_id: &str,
     dataset_id: &str,
     dir: &Path,
@@ -200,7 +239,7 @@ pub async fn load_folder(
             path: path.display().to_string(),
             source,
         })?;
-        total += add_document(db, providers, tenant_id, dataset_id, &name, &content)
+        total += add_document(db, providers, keys, tenant_id, dataset_id, &name, &content)
             .await?
             .1;
     }
@@ -223,9 +262,9 @@ pub async fn create_chat(
     tenant_id: &str,
     chat: &NewChat<'_>,
 ) -> Result<String, AdminError> {
-    model(db, tenant_id, "chat", chat.llm_model).await?;
+    require_model(db, tenant_id, ModelKind::Chat, chat.llm_model).await?;
     if !chat.rerank_model.is_empty() {
-        model(db, tenant_id, "rerank", chat.rerank_model).await?;
+        require_model(db, tenant_id, ModelKind::Rerank, chat.rerank_model).await?;
     }
     let id = new_id();
     sqlx::query(
@@ -258,4 +297,110 @@ pub async fn set_refine_multiturn(db: &PgPool, chat_id: &str, on: bool) -> Resul
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// One model as `ragq list-models` shows it: the API key masked, and how it is stored
+/// (`none`, `plaintext`, `current`, `previous` key, or `undecryptable`).
+pub struct ModelListing {
+    pub row: StoredModel,
+    pub masked_key: String,
+    pub storage: &'static str,
+}
+
+impl std::fmt::Display for ModelListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.row;
+        write!(
+            f,
+            "kind={} name={} provider={} model={} base_url={} max_tokens={} api_key={} key_storage={}",
+            r.kind,
+            r.name,
+            r.provider,
+            r.model,
+            r.base_url,
+            r.max_tokens,
+            self.masked_key,
+            self.storage
+        )
+    }
+}
+
+/// The tenant's models, keys masked. A key that does not decrypt is listed as such.
+pub async fn list_models(
+    db: &PgPool,
+    keys: &SecretKeys,
+    tenant_id: &str,
+) -> Result<Vec<ModelListing>, AdminError> {
+    let rows = models::list(db, tenant_id).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let (masked_key, storage) = match keys.decrypt(&row.api_key, &row.context()) {
+                Ok(opened) => (mask(&opened.plaintext), opened.stored.as_str()),
+                Err(_) => ("?".to_string(), "undecryptable"),
+            };
+            ModelListing {
+                row,
+                masked_key,
+                storage,
+            }
+        })
+        .collect())
+}
+
+/// What `ragq reencrypt-secrets` did, counted by how each key was stored.
+#[derive(Debug, Default)]
+pub struct ReencryptReport {
+    /// Legacy plaintext keys now encrypted.
+    pub plaintext: usize,
+    /// Keys moved from the previous key to the current one.
+    pub previous: usize,
+    /// Already encrypted with the current key (left alone).
+    pub current: usize,
+    /// Models without a key.
+    pub empty: usize,
+    /// Rows changed by someone else while this ran (left alone; run again).
+    pub skipped: usize,
+    /// `tenant/kind/name: reason` of each key that does not decrypt with either key.
+    pub failed: Vec<String>,
+}
+
+/// Re-encrypts every model key of every tenant with the current key: legacy plaintext and
+/// ciphertexts of the previous key. Each row is replaced only if it still holds what was read.
+pub async fn reencrypt_secrets(
+    db: &PgPool,
+    keys: &SecretKeys,
+) -> Result<ReencryptReport, AdminError> {
+    if keys.current.is_none() {
+        return Err(SecretError::NoKey.into());
+    }
+    let mut report = ReencryptReport::default();
+    for row in models::all(db).await? {
+        let context = row.context();
+        let opened = match keys.decrypt(&row.api_key, &context) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let at = format!("{}/{}/{}", row.tenant_id, row.kind, row.name);
+                report.failed.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        let counter = match opened.stored {
+            Stored::Empty => &mut report.empty,
+            Stored::Current => &mut report.current,
+            Stored::Plaintext => &mut report.plaintext,
+            Stored::Previous => &mut report.previous,
+        };
+        if !opened.stored.needs_reencrypt() {
+            *counter += 1;
+            continue;
+        }
+        let sealed = keys.encrypt(&opened.plaintext, &context)?;
+        if models::replace_key(db, &row, &row.api_key, &sealed).await? {
+            *counter += 1;
+        } else {
+            report.skipped += 1;
+        }
+    }
+    Ok(report)
 }

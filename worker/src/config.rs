@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::secret::SecretConfig;
 use ragq_common::tls::TlsConfig;
 
 use crate::providers::Timeouts;
@@ -18,6 +19,8 @@ pub struct WorkerConfig {
     pub bus: BusConfig,
     #[command(flatten)]
     pub tls: TlsConfig,
+    #[command(flatten)]
+    pub secrets: SecretConfig,
     /// Jobs in flight per lane (RabbitMQ prefetch): bounds this worker's concurrency.
     #[arg(long, env = "RAGQ_PREFETCH", default_value_t = 512,
           value_parser = clap::value_parser!(u16).range(1..))]

@@ -14,6 +14,9 @@ use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
 use ragq_common::tls::TlsRoots;
 use sqlx::PgPool;
 
+use ragq_common::model::{ModelKind, Provider};
+use ragq_common::secret::SecretKeys;
+
 use crate::providers::{GenConf, Message, ModelSpec, Providers};
 
 /// The outcome of one check.
@@ -194,53 +197,39 @@ pub async fn services(
 }
 
 /// Every model of `tenant` (or of every tenant), each with one real, minimal call: a one-token
-/// chat completion, one embedding, a rerank of one document.
+/// chat completion, one embedding, a rerank of one document. Keys are decrypted with `keys`; a
+/// key that does not decrypt fails its model's check.
 pub async fn models(
     db: &PgPool,
+    keys: &SecretKeys,
     providers: &Providers,
     http: &reqwest::Client,
     tenant: Option<&str>,
     only: &[String],
     limit: Duration,
 ) -> Result<Vec<Check>, sqlx::Error> {
-    let rows: Vec<(String, ModelSpec)> = sqlx::query_as::<_, (String, String, String, String, String, String, String, i32)>(
-        "SELECT tenant_id, name, kind, provider, base_url, model, api_key, max_tokens FROM models
-         WHERE ($1::text IS NULL OR tenant_id = $1) AND (cardinality($2::text[]) = 0 OR name = ANY($2))
-         ORDER BY tenant_id, kind, name",
-    )
-    .bind(tenant)
-    .bind(only)
-    .fetch_all(db)
-    .await?
-    .into_iter()
-    .map(|(t, name, kind, provider, base_url, model, api_key, max_tokens)| {
-        (
-            t,
-            ModelSpec {
-                name,
-                kind,
-                provider,
-                base_url,
-                model,
-                api_key,
-                max_tokens,
-            },
-        )
-    })
-    .collect();
+    let rows = match tenant {
+        Some(t) => crate::models::list(db, t).await?,
+        None => crate::models::all(db).await?,
+    };
     let mut checks = Vec::new();
-    for (tenant_id, spec) in rows {
+    for row in rows
+        .into_iter()
+        .filter(|r| only.is_empty() || only.contains(&r.name))
+    {
         let what = format!(
-            "model {} `{}` of tenant {tenant_id} ({}, {})",
-            spec.kind,
-            spec.name,
-            spec.provider,
-            redact(&spec.base_url)
+            "model {} `{}` of tenant {} ({}, {})",
+            row.kind,
+            row.name,
+            row.tenant_id,
+            row.provider,
+            redact(&row.base_url)
         );
-        checks.push(Check {
-            what,
-            outcome: model(providers, http, &spec, limit).await,
-        });
+        let outcome = match row.spec(keys) {
+            Ok(spec) => model(providers, http, &spec, limit).await,
+            Err(e) => Err(format!("configuration: {e}")),
+        };
+        checks.push(Check { what, outcome });
     }
     Ok(checks)
 }
@@ -253,13 +242,13 @@ async fn model(
 ) -> Result<String, String> {
     // First the network path alone (DNS, TCP, TLS), so its failure is named precisely; any
     // HTTP answer at all means the server is reachable.
-    if spec.provider != "local" {
+    if spec.provider != Provider::Local {
         timed(limit, http.get(&spec.base_url).send()).await?;
     }
     let start = Instant::now();
     let call = async {
-        match spec.kind.as_str() {
-            "chat" => {
+        match spec.kind {
+            ModelKind::Chat => {
                 let model = providers.chat(spec)?;
                 let conf = GenConf {
                     max_tokens: Some(1),
@@ -275,21 +264,20 @@ async fn model(
                     Some(Err(e)) => Err(e),
                 }
             }
-            "embedding" => {
+            ModelKind::Embedding => {
                 let v = providers.embedder(spec)?.embed(&["ping".into()]).await?;
                 Ok(format!(
                     "embedded ({} dimensions)",
                     v.first().map_or(0, Vec::len)
                 ))
             }
-            "rerank" => {
+            ModelKind::Rerank => {
                 providers
                     .reranker(spec)?
                     .rerank("ping", &["ping".into()])
                     .await?;
                 Ok("reranked".to_string())
             }
-            other => Ok(format!("unknown kind `{other}`: not checked")),
         }
     };
     match tokio::time::timeout(limit, call).await {

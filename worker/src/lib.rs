@@ -3,7 +3,8 @@
 //! Consumes jobs from the broker and answers them:
 //! [`consumer`] (deliveries → tasks) → [`pipeline`] (context → retrieve → rerank → prompt →
 //! generate → citations → persist), with model clients in [`providers`]. [`ingest`] chunks and
-//! embeds documents; [`admin`] backs the `ragq` command-line tool.
+//! embeds documents; [`models`] reads model settings (decrypting their API keys); [`admin`]
+//! backs the `ragq` command-line tool.
 
 pub mod admin;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod doctor;
 pub mod health;
 pub mod ingest;
 pub mod jobs;
+pub mod models;
 pub mod pipeline;
 pub mod providers;
 
@@ -44,6 +46,8 @@ pub enum WorkerError {
     Provider(#[from] providers::ProviderError),
     #[error(transparent)]
     Tls(#[from] ragq_common::tls::TlsError),
+    #[error(transparent)]
+    Secret(#[from] ragq_common::secret::SecretError),
 }
 
 /// A connected worker, ready to consume.
@@ -58,6 +62,8 @@ pub struct Worker {
 impl Worker {
     /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis.
     pub async fn start(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
+        // A malformed key or CA file stops the worker before it connects to anything.
+        let secrets = cfg.secrets.keys()?;
         let roots = TlsRoots::load(&cfg.tls)?;
         let db = ragq_common::db::connect_and_migrate_with(
             &cfg.db,
@@ -80,6 +86,7 @@ impl Worker {
         let pipeline = Arc::new(pipeline::Pipeline {
             db,
             providers: providers::Providers::new(cfg.timeouts(), &roots)?,
+            secrets,
             bus,
             limits: pipeline::generate::Limits {
                 first_token: Duration::from_millis(cfg.first_token_timeout_ms),

@@ -1,14 +1,16 @@
 //! `ragq`: the operator's command-line tool. Creates tenants and API keys, model settings,
-//! datasets loaded from a folder, and chats. Output is `NAME=value` lines, so scripts can `eval`
-//! or `grep` them.
+//! datasets loaded from a folder, and chats; lists models (keys masked) and re-encrypts their
+//! API keys after a rotation of `RAGQ_SECRET_KEY`. Output is `NAME=value` lines, so scripts can
+//! `eval` or `grep` them.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
-use ragq_worker::admin::{self, NewChat};
-use ragq_worker::providers::{ModelSpec, Providers, Timeouts};
+use ragq_common::secret::SecretConfig;
+use ragq_worker::admin::{self, NewChat, NewModel};
+use ragq_worker::providers::{Providers, Timeouts};
 
 #[derive(Parser)]
 #[command(name = "ragq", version, about = "ragq operator tool")]
@@ -21,6 +23,8 @@ struct Cli {
     bus: BusConfig,
     #[command(flatten)]
     tls: ragq_common::tls::TlsConfig,
+    #[command(flatten)]
+    secrets: SecretConfig,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -67,7 +71,9 @@ enum Cmd {
         /// Name chats and datasets use to refer to it.
         #[arg(long)]
         name: String,
-        /// Provider: openai (any OpenAI-compatible server), local (built-in embedder), jina.
+        /// Provider. chat: openai, vllm, ollama, localai, xinference, tgi, openai-compatible;
+        /// embedding: the same or local (built-in embedder); rerank: jina, xinference, localai,
+        /// nvidia, cohere.
         #[arg(long)]
         provider: String,
         /// Base URL including the version prefix, e.g. http://127.0.0.1:9390/v1
@@ -76,12 +82,26 @@ enum Cmd {
         /// Model name sent upstream (defaults to --name).
         #[arg(long)]
         model: Option<String>,
-        #[arg(long, env = "RAGQ_MODEL_API_KEY", default_value = "")]
+        /// Upstream API key, stored encrypted with RAGQ_SECRET_KEY (prefer the variable).
+        #[arg(
+            long,
+            env = "RAGQ_MODEL_API_KEY",
+            default_value = "",
+            hide_env_values = true
+        )]
         api_key: String,
         /// Context budget in tokens.
         #[arg(long, default_value_t = 8192)]
         max_tokens: i32,
     },
+    /// List a tenant's models, one line each, API keys masked.
+    ListModels {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Encrypt every stored model API key with RAGQ_SECRET_KEY: legacy plaintext keys and keys
+    /// encrypted with RAGQ_SECRET_KEY_PREVIOUS (after a key rotation).
+    ReencryptSecrets,
     /// Create a dataset and load every .txt/.md/.html file of a folder into it.
     LoadDataset {
         #[arg(long)]
@@ -121,13 +141,14 @@ async fn main() -> anyhow::Result<()> {
     ragq_common::telemetry::init();
     let cli = Cli::parse();
     let roots = ragq_common::tls::TlsRoots::load(&cli.tls).context("TLS")?;
+    let keys = cli.secrets.keys()?;
     if let Cmd::Doctor {
         tenant,
         models,
         timeout_s,
     } = &cli.cmd
     {
-        let healthy = doctor(&cli, &roots, tenant.as_deref(), models, *timeout_s).await?;
+        let healthy = doctor(&cli, &roots, &keys, tenant.as_deref(), models, *timeout_s).await?;
         std::process::exit(if healthy { 0 } else { 1 });
     }
     let db = ragq_common::db::connect_and_migrate(&cli.db, &roots)
@@ -171,17 +192,42 @@ async fn main() -> anyhow::Result<()> {
             api_key,
             max_tokens,
         } => {
-            let spec = ModelSpec {
-                model: model.unwrap_or_else(|| name.clone()),
-                name,
-                kind,
-                provider,
-                base_url,
-                api_key,
+            let spec = NewModel {
+                name: &name,
+                kind: &kind,
+                provider: &provider,
+                base_url: &base_url,
+                model: model.as_deref().unwrap_or(&name),
+                api_key: &api_key,
                 max_tokens,
             };
-            admin::put_model(&db, &tenant, &spec).await?;
-            println!("MODEL={}", spec.name);
+            admin::put_model(&db, &keys, &tenant, &spec).await?;
+            println!("MODEL={name}");
+        }
+        Cmd::ListModels { tenant } => {
+            for line in admin::list_models(&db, &keys, &tenant).await? {
+                println!("{line}");
+            }
+        }
+        Cmd::ReencryptSecrets => {
+            let r = admin::reencrypt_secrets(&db, &keys).await?;
+            println!(
+                "REENCRYPTED_PLAINTEXT={}\nREENCRYPTED_PREVIOUS={}\nALREADY_CURRENT={}\nNO_KEY={}\nSKIPPED={}\nFAILED={}",
+                r.plaintext,
+                r.previous,
+                r.current,
+                r.empty,
+                r.skipped,
+                r.failed.len()
+            );
+            for failure in &r.failed {
+                eprintln!("not re-encrypted: {failure}");
+            }
+            anyhow::ensure!(
+                r.failed.is_empty(),
+                "{} model keys do not decrypt",
+                r.failed.len()
+            );
         }
         Cmd::LoadDataset {
             tenant,
@@ -199,7 +245,7 @@ async fn main() -> anyhow::Result<()> {
                 &roots,
             )?;
             let id = admin::create_dataset(&db, &tenant, &name, &embedding_model).await?;
-            let chunks = admin::load_folder(&db, &providers, &tenant, &id, &folder).await?;
+            let chunks = admin::load_folder(&db, &providers, &keys, &tenant, &id, &folder).await?;
             println!("RAGQ_DATASET_ID={id}\nCHUNKS={chunks}");
         }
         Cmd::CreateChat {
@@ -255,6 +301,7 @@ async fn connect_broker(
 async fn doctor(
     cli: &Cli,
     roots: &ragq_common::tls::TlsRoots,
+    keys: &ragq_common::secret::SecretKeys,
     tenant: Option<&str>,
     only: &[String],
     timeout_s: u64,
@@ -286,7 +333,7 @@ async fn doctor(
         .connect_timeout(limit)
         .timeout(limit)
         .build()?;
-    let models = doctor::models(&db, &providers, &http, tenant, only, limit).await?;
+    let models = doctor::models(&db, keys, &providers, &http, tenant, only, limit).await?;
     if models.is_empty() {
         println!("skip  models: none configured");
     }

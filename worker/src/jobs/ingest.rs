@@ -31,11 +31,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::ingest::{self, Format, Indexed, IngestError, Progress, Target};
+use crate::models::{self, ModelError};
 use crate::pipeline::Pipeline;
 use crate::pipeline::error::StepError;
 use crate::pipeline::events::JobEvents;
 use crate::pipeline::retrieve::encode_embedding;
-use crate::providers::ModelSpec;
+use crate::providers::ModelKind;
 
 /// Chunk size when the document's `parser_config` has no `chunk_token_num` (the CLI's size).
 pub const DEFAULT_CHUNK_TOKENS: usize = 128;
@@ -94,21 +95,6 @@ async fn load_doc(db: &PgPool, job: &Job, params: &Params) -> Result<Option<DocR
     .await
 }
 
-async fn embedding_spec(
-    db: &PgPool,
-    tenant_id: &str,
-    name: &str,
-) -> Result<Option<ModelSpec>, sqlx::Error> {
-    sqlx::query_as::<_, ModelSpec>(
-        "SELECT name, kind, provider, base_url, model, api_key, max_tokens FROM models
-         WHERE tenant_id = $1 AND kind = 'embedding' AND name = $2",
-    )
-    .bind(tenant_id)
-    .bind(name)
-    .fetch_optional(db)
-    .await
-}
-
 /// Why a parse did not finish.
 enum ParseEnd {
     /// Cancelled, re-parsed or deleted meanwhile: nothing more to write.
@@ -128,6 +114,15 @@ impl From<IngestError> for ParseEnd {
             IngestError::Embed(e) => StepError::Upstream(e),
             IngestError::Db(e) => StepError::Db(e),
         })
+    }
+}
+
+impl From<ModelError> for ParseEnd {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Db(e) => e.into(),
+            e => ParseEnd::Failed(StepError::from(e)),
+        }
     }
 }
 
@@ -202,14 +197,20 @@ async fn parse_document(
         return Err(ParseEnd::Stopped);
     }
     let format = Format::detect(&doc.name, &doc.content_type)?;
-    let spec = embedding_spec(&p.db, &job.tenant_id, &doc.embedding_model)
-        .await?
-        .ok_or_else(|| {
-            ParseEnd::Failed(StepError::BadRequest(format!(
-                "The embedding model `{}` of the dataset does not exist.",
-                doc.embedding_model
-            )))
-        })?;
+    let spec = models::load(
+        &p.db,
+        &p.secrets,
+        &job.tenant_id,
+        ModelKind::Embedding,
+        &doc.embedding_model,
+    )
+    .await?
+    .ok_or_else(|| {
+        ParseEnd::Failed(StepError::BadRequest(format!(
+            "The embedding model `{}` of the dataset does not exist.",
+            doc.embedding_model
+        )))
+    })?;
     let embedder = p
         .providers
         .embedder(&spec)
@@ -312,14 +313,20 @@ async fn add_chunk(
             params.document_id
         ))
     })?;
-    let spec = embedding_spec(&p.db, &job.tenant_id, &doc.embedding_model)
-        .await?
-        .ok_or_else(|| {
-            StepError::BadRequest(format!(
-                "The embedding model `{}` of the dataset does not exist.",
-                doc.embedding_model
-            ))
-        })?;
+    let spec = models::load(
+        &p.db,
+        &p.secrets,
+        &job.tenant_id,
+        ModelKind::Embedding,
+        &doc.embedding_model,
+    )
+    .await?
+    .ok_or_else(|| {
+        StepError::BadRequest(format!(
+            "The embedding model `{}` of the dataset does not exist.",
+            doc.embedding_model
+        ))
+    })?;
     let embedder = p.providers.embedder(&spec)?;
     let vector = embedder
         .embed(std::slice::from_ref(&params.content))

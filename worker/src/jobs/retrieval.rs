@@ -17,11 +17,12 @@ use ragq_common::text;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::models;
 use crate::pipeline::Pipeline;
 use crate::pipeline::error::StepError;
 use crate::pipeline::events::JobEvents;
 use crate::pipeline::retrieve;
-use crate::providers::ModelSpec;
+use crate::providers::ModelKind;
 
 /// Largest `top_k` honoured (chunks scored by vector similarity in the worker's memory).
 pub const MAX_TOP_K: i64 = 4096;
@@ -85,23 +86,6 @@ pub async fn run(p: &Pipeline, job: &Job, events: &mut JobEvents) -> Result<(), 
     Ok(())
 }
 
-async fn model(
-    p: &Pipeline,
-    tenant_id: &str,
-    kind: &str,
-    name: &str,
-) -> Result<Option<ModelSpec>, sqlx::Error> {
-    sqlx::query_as::<_, ModelSpec>(
-        "SELECT name, kind, provider, base_url, model, api_key, max_tokens FROM models
-         WHERE tenant_id = $1 AND kind = $2 AND name = $3",
-    )
-    .bind(tenant_id)
-    .bind(kind)
-    .bind(name)
-    .fetch_optional(&p.db)
-    .await
-}
-
 /// Runs the search; the `data` of RAGFlow's answer.
 async fn search(p: &Pipeline, job: &Job, params: &Params) -> Result<Value, StepError> {
     let owned: Vec<(String, String)> = sqlx::query_as(
@@ -144,17 +128,23 @@ async fn search(p: &Pipeline, job: &Job, params: &Params) -> Result<Value, StepE
         }
     }
     let embedding_name = owned[0].1.as_str();
-    let embedding = model(p, &job.tenant_id, "embedding", embedding_name)
-        .await?
-        .ok_or_else(|| {
-            StepError::BadRequest(format!(
-                "The embedding model `{embedding_name}` of the datasets does not exist."
-            ))
-        })?;
+    let embedding = models::load(
+        &p.db,
+        &p.secrets,
+        &job.tenant_id,
+        ModelKind::Embedding,
+        embedding_name,
+    )
+    .await?
+    .ok_or_else(|| {
+        StepError::BadRequest(format!(
+            "The embedding model `{embedding_name}` of the datasets does not exist."
+        ))
+    })?;
     let embedder = p.providers.embedder(&embedding)?;
     let reranker = match params.rerank_id.as_deref().filter(|r| !r.is_empty()) {
         Some(name) => {
-            let spec = model(p, &job.tenant_id, "rerank", name)
+            let spec = models::load(&p.db, &p.secrets, &job.tenant_id, ModelKind::Rerank, name)
                 .await?
                 .ok_or_else(|| {
                     StepError::BadRequest(format!("The rerank model `{name}` does not exist."))

@@ -6,7 +6,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::error::StepError;
-use crate::providers::ModelSpec;
+use crate::models::StoredModel;
+use crate::providers::{ModelKind, ModelSpec};
+use ragq_common::secret::SecretKeys;
 
 /// A chat assistant's settings (the `chats` row).
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -95,10 +97,11 @@ struct ContextRow {
     #[sqlx(flatten)]
     chat: ChatSettings,
     history: sqlx::types::Json<Vec<Turn>>,
-    models: sqlx::types::Json<Vec<ModelSpec>>,
+    models: sqlx::types::Json<Vec<StoredModel>>,
 }
 
-pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
+/// Loads the job's context; the API keys of the models it uses are decrypted with `keys`.
+pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContext, StepError> {
     // OpenAI requests carry their history in the job; RAGFlow ones read the session's turns.
     let session_id = match job.kind {
         JobKind::OpenaiChat => None,
@@ -114,8 +117,10 @@ pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
                           FROM (SELECT seq, question, answer FROM turns
                                 WHERE session_id = $3 AND status IN ('done', 'stopped') AND job_id <> $4
                                 ORDER BY seq DESC LIMIT $5) t), '[]') AS history,
-                -- The tenant's models are few: take them all and pick in memory.
-                COALESCE((SELECT json_agg(json_build_object('name', m.name, 'kind', m.kind,
+                -- The tenant's models are few: take them all and pick in memory. The fields are
+                -- those of `models::StoredModel`.
+                COALESCE((SELECT json_agg(json_build_object('tenant_id', m.tenant_id,
+                                  'name', m.name, 'kind', m.kind,
                                   'provider', m.provider, 'base_url', m.base_url, 'model', m.model,
                                   'api_key', m.api_key, 'max_tokens', m.max_tokens))
                           FROM models m WHERE m.tenant_id = c.tenant_id), '[]') AS models
@@ -152,11 +157,12 @@ pub async fn load(db: &PgPool, job: &Job) -> Result<JobContext, StepError> {
     let mut llm = None;
     let mut rerank = None;
     let mut embeddings = Vec::new();
-    for m in models {
-        match m.kind.as_str() {
-            "chat" => llm = Some(m),
-            "rerank" => rerank = Some(m),
-            _ => embeddings.push(m),
+    for stored in models {
+        let m = stored.spec(keys)?;
+        match m.kind {
+            ModelKind::Chat => llm = Some(m),
+            ModelKind::Rerank => rerank = Some(m),
+            ModelKind::Embedding => embeddings.push(m),
         }
     }
     let llm = llm.ok_or_else(|| {

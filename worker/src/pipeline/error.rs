@@ -12,6 +12,7 @@ use ragq_common::client_error::{ErrorReason, new_error_id};
 use ragq_common::event::{ErrorCode, EventBody};
 use ragq_common::job::Job;
 
+use crate::models::ModelError;
 use crate::providers::ProviderError;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,17 @@ impl Reported {
     }
 }
 
+impl From<ModelError> for StepError {
+    /// A model row that cannot be used (unknown provider, undecryptable key) is a
+    /// misconfiguration; the message names the model, never its key.
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Db(e) => StepError::Db(e),
+            e => StepError::BadRequest(e.to_string()),
+        }
+    }
+}
+
 impl StepError {
     /// The client-visible error code.
     pub fn reason(&self) -> ErrorReason {
@@ -80,8 +92,8 @@ impl StepError {
         let error_id = new_error_id();
         let own_text = match self {
             StepError::BadRequest(text) => text.clone(),
-            // An unknown provider string: ragq's own words about the model settings.
-            StepError::Upstream(e @ ProviderError::UnknownProvider { .. }) => e.to_string(),
+            // A provider that cannot serve the model's kind: ragq's own words about the settings.
+            StepError::Upstream(e @ ProviderError::Unsupported { .. }) => e.to_string(),
             _ => String::new(),
         };
         macro_rules! log {
@@ -167,13 +179,16 @@ mod tests {
         assert!(!db.message.contains("turns") && db.message.contains(&db.error_id));
         let own = StepError::BadRequest("`llm.model_name` x doesn't exist".into()).report(&job);
         assert_eq!(own.message, "`llm.model_name` x doesn't exist");
-        let unknown = StepError::from(ProviderError::UnknownProvider {
-            kind: "chat",
-            provider: "nope".into(),
+        let unknown = StepError::from(ProviderError::Unsupported {
+            kind: ragq_common::model::ModelKind::Chat,
+            provider: ragq_common::model::Provider::Jina,
         })
         .report(&job);
         assert_eq!(unknown.reason, ErrorReason::BadRequest);
-        assert_eq!(unknown.message, "unknown chat provider `nope`");
+        assert_eq!(
+            unknown.message,
+            "provider `jina` does not serve chat models"
+        );
         match unknown.event() {
             EventBody::Error {
                 code,

@@ -48,6 +48,8 @@ pub enum Outcome {
 pub struct Pipeline {
     pub db: PgPool,
     pub providers: Providers,
+    /// Decrypt the models' API keys (`RAGQ_SECRET_KEY`, `RAGQ_SECRET_KEY_PREVIOUS`).
+    pub secrets: ragq_common::secret::SecretKeys,
     pub bus: Arc<dyn EventPublisher>,
     pub limits: generate::Limits,
     pub worker_id: String,
@@ -118,7 +120,7 @@ impl Pipeline {
             }
             events.send(EventBody::Reset).await?;
         }
-        let ctx = context::load(&self.db, job).await?;
+        let ctx = context::load(&self.db, &self.secrets, job).await?;
         let loaded = started.elapsed();
 
         let quote = job.options.quote.unwrap_or_else(|| ctx.chat.quote());

@@ -1,9 +1,10 @@
 //! Model providers reached over their public HTTP APIs.
 //!
 //! Three small traits: [`ChatModel`] (streaming chat completion), [`Embedder`] and [`Reranker`].
-//! A [`ModelSpec`] (a row of the `models` table) names a provider by its `provider` string;
+//! A [`ModelSpec`] (a row of the `models` table, its API key decrypted) names a [`Provider`];
 //! [`Providers`] turns a spec into a client. Adding a provider is one new file implementing one
-//! trait plus one line in the matching `match` below.
+//! trait, one variant of [`Provider`] (with [`Provider::serves`]) and one line in the matching
+//! `match` below.
 //!
 //! Every call has timeouts; requests are retried with jittered exponential backoff on transient
 //! failures (connection errors, 408/429/5xx) — but a chat stream is never retried once its first
@@ -30,6 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::Stream;
 use ragq_common::client_error::ErrorReason;
+pub use ragq_common::model::{ModelKind, Provider};
 use ragq_common::tls::TlsRoots;
 
 /// A provider call failed.
@@ -45,15 +47,12 @@ use ragq_common::tls::TlsRoots;
 /// by more people than the `models` table.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("unknown {kind} provider `{provider}`")]
-    UnknownProvider {
-        kind: &'static str,
-        provider: String,
-    },
     /// Connection refused, DNS failure, TLS handshake failure: nothing answered.
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
     /// Any other failure to send the request or read the answer.
+    #[error("provider `{provider}` does not serve {kind} models")]
+    Unsupported { kind: ModelKind, provider: Provider },
     #[error("upstream request failed: {0}")]
     Http(String),
     #[error("upstream answered {status}: {body}")]
@@ -80,7 +79,7 @@ impl ProviderError {
     /// settings' fault (`bad_request`), not the upstream's.
     pub fn reason(&self) -> ErrorReason {
         match self {
-            ProviderError::UnknownProvider { .. } => ErrorReason::BadRequest,
+            ProviderError::Unsupported { .. } => ErrorReason::BadRequest,
             ProviderError::Unreachable(_) => ErrorReason::UpstreamUnavailable,
             ProviderError::Timeout(_) => ErrorReason::UpstreamTimeout,
             ProviderError::Status { status: 429, .. } => ErrorReason::UpstreamRateLimited,
@@ -139,16 +138,32 @@ pub(crate) fn redact_url(url: &reqwest::Url) -> String {
     }
 }
 
-/// One configured model (a row of `models`).
-#[derive(Clone, Debug, sqlx::FromRow, serde::Deserialize)]
+/// One configured model: a row of `models` with its API key decrypted (see
+/// [`crate::models`]). `Debug` masks the key.
+#[derive(Clone, serde::Deserialize)]
 pub struct ModelSpec {
     pub name: String,
-    pub kind: String,
-    pub provider: String,
+    pub kind: ModelKind,
+    pub provider: Provider,
     pub base_url: String,
     pub model: String,
+    /// Plaintext, sent as the bearer token; empty = no `Authorization` header.
     pub api_key: String,
     pub max_tokens: i32,
+}
+
+impl std::fmt::Debug for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &ragq_common::secret::mask(&self.api_key))
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
 }
 
 /// A chat message sent to a chat model.
@@ -238,67 +253,66 @@ impl Providers {
     }
 
     pub fn chat(&self, spec: &ModelSpec) -> Result<Arc<dyn ChatModel>, ProviderError> {
-        match spec.provider.as_str() {
-            "openai" | "vllm" | "ollama" | "localai" | "xinference" | "tgi"
-            | "openai-compatible" => Ok(Arc::new(openai_chat::OpenAiChat::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            other => Err(ProviderError::UnknownProvider {
-                kind: "chat",
-                provider: other.into(),
+        use Provider::*;
+        match spec.provider {
+            OpenAi | Vllm | Ollama | LocalAi | Xinference | Tgi | OpenAiCompatible => Ok(Arc::new(
+                openai_chat::OpenAiChat::new(self.http.clone(), spec, &self.timeouts),
+            )),
+            provider @ (Local | Jina | Nvidia | Cohere) => Err(ProviderError::Unsupported {
+                kind: ModelKind::Chat,
+                provider,
             }),
         }
     }
 
     pub fn embedder(&self, spec: &ModelSpec) -> Result<Arc<dyn Embedder>, ProviderError> {
-        match spec.provider.as_str() {
-            "local" => Ok(Arc::new(local_embed::LocalEmbedder)),
-            "openai" | "vllm" | "ollama" | "localai" | "xinference" | "tgi"
-            | "openai-compatible" => Ok(Arc::new(openai_embed::OpenAiEmbed::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            other => Err(ProviderError::UnknownProvider {
-                kind: "embedding",
-                provider: other.into(),
+        use Provider::*;
+        match spec.provider {
+            Local => Ok(Arc::new(local_embed::LocalEmbedder)),
+            OpenAi | Vllm | Ollama | LocalAi | Xinference | Tgi | OpenAiCompatible => Ok(Arc::new(
+                openai_embed::OpenAiEmbed::new(self.http.clone(), spec, &self.timeouts),
+            )),
+            provider @ (Jina | Nvidia | Cohere) => Err(ProviderError::Unsupported {
+                kind: ModelKind::Embedding,
+                provider,
             }),
         }
     }
 
     pub fn reranker(&self, spec: &ModelSpec) -> Result<Arc<dyn Reranker>, ProviderError> {
-        match spec.provider.as_str() {
-            "jina" => Ok(Arc::new(jina_rerank::JinaRerank::new(
+        use Provider::*;
+        match spec.provider {
+            Jina => Ok(Arc::new(jina_rerank::JinaRerank::new(
                 self.http.clone(),
                 spec,
                 &self.timeouts,
             ))),
-            "xinference" => Ok(Arc::new(xinference_rerank::XinferenceRerank::new(
+            Xinference => Ok(Arc::new(xinference_rerank::XinferenceRerank::new(
                 self.http.clone(),
                 spec,
                 &self.timeouts,
             ))),
-            "localai" => Ok(Arc::new(localai_rerank::LocalAiRerank::new(
+            LocalAi => Ok(Arc::new(localai_rerank::LocalAiRerank::new(
                 self.http.clone(),
                 spec,
                 &self.timeouts,
             ))),
-            "nvidia" => Ok(Arc::new(nvidia_rerank::NvidiaRerank::new(
+            Nvidia => Ok(Arc::new(nvidia_rerank::NvidiaRerank::new(
                 self.http.clone(),
                 spec,
                 &self.timeouts,
             ))),
-            "cohere" => Ok(Arc::new(cohere_rerank::CohereRerank::new(
+            Cohere => Ok(Arc::new(cohere_rerank::CohereRerank::new(
                 self.http.clone(),
                 spec,
                 &self.timeouts,
             ))),
-            other => Err(ProviderError::UnknownProvider {
-                kind: "rerank",
-                provider: other.into(),
-            }),
+            provider @ (OpenAi | Vllm | Ollama | Tgi | OpenAiCompatible | Local) => {
+                Err(ProviderError::Unsupported {
+                    kind: ModelKind::Rerank,
+                    provider,
+                })
+            }
         }
     }
 }
@@ -438,5 +452,31 @@ mod tests {
             ProviderError::Timeout("request").reason(),
             ErrorReason::UpstreamTimeout
         );
+    }
+
+    /// [`Provider::serves`] (what `put_model` accepts) and the clients built here agree.
+    #[test]
+    fn serves_agrees_with_the_clients_built() {
+        let providers = test_support::providers();
+        for provider in Provider::ALL {
+            for kind in ModelKind::ALL {
+                let spec =
+                    test_support::spec(kind.as_str(), provider.as_str(), "http://x", "m", "");
+                let built = match kind {
+                    ModelKind::Chat => providers.chat(&spec).is_ok(),
+                    ModelKind::Embedding => providers.embedder(&spec).is_ok(),
+                    ModelKind::Rerank => providers.reranker(&spec).is_ok(),
+                };
+                assert_eq!(built, provider.serves(kind), "{provider} {kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_masks_the_api_key() {
+        let spec = test_support::spec("chat", "openai", "http://x", "m", "sk-abcdefghijklmnop1234");
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("abcdefghijklmnop"), "{shown}");
+        assert!(shown.contains("sk-a******1234"), "{shown}");
     }
 }

@@ -68,9 +68,9 @@ mod tests {
         assert!(ProviderError::Timeout("request").is_transient());
         assert!(!ProviderError::Decode("bad json".into()).is_transient());
         assert!(
-            !ProviderError::UnknownProvider {
-                kind: "rerank",
-                provider: "x".into()
+            !ProviderError::Unsupported {
+                kind: crate::providers::ModelKind::Rerank,
+                provider: crate::providers::Provider::OpenAi,
             }
             .is_transient()
         );

@@ -44,8 +44,8 @@ pub(crate) fn spec(
 ) -> ModelSpec {
     ModelSpec {
         name: format!("{provider}-{kind}"),
-        kind: kind.into(),
-        provider: provider.into(),
+        kind: kind.parse().expect("test kind"),
+        provider: provider.parse().expect("test provider"),
         base_url: base_url.into(),
         model: model.into(),
         api_key: api_key.into(),
