@@ -334,6 +334,13 @@ async fn collect_answer(
             Item::Failed { code, message } => {
                 return Err(OpenAiError::from_failure(code, &message));
             }
+            Item::Interrupted { message } => {
+                return Err(OpenAiError::server(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    &message,
+                ));
+            }
             Item::Delta(_) | Item::Idle | Item::Result(_) => {}
         }
     }

@@ -164,6 +164,7 @@ impl OpenAiSse {
                 Some(Bytes::from(out))
             }
             Item::Failed { message, .. } => Some(self.fail(&format!("**ERROR**: {message}"))),
+            Item::Interrupted { message } => Some(self.fail(&format!("**ERROR**: {message}"))),
         }
     }
 
