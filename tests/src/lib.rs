@@ -77,6 +77,14 @@ pub struct EnvOptions {
     /// The api's admission bounds (`RAGQ_MAX_OPEN_STREAMS`, `RAGQ_MAX_QUEUE_DEPTH`).
     pub max_open_streams: usize,
     pub max_queue_depth: u32,
+    /// The api's `RAGQ_DISCONNECT_GRACE_S` (short here: tests wait for it).
+    pub disconnect_grace_s: u64,
+    /// The api's `RAGQ_SHUTDOWN_GRACE_S`.
+    pub shutdown_grace_s: u64,
+    /// `RAGQ_DELIVERY_LIMIT` of api and workers.
+    pub delivery_limit: u32,
+    /// Fault hook installed in every in-process worker (see `ragq_worker::pipeline::faults`).
+    pub faults: Option<ragq_worker::pipeline::faults::FaultHook>,
 }
 
 impl Default for EnvOptions {
@@ -89,6 +97,10 @@ impl Default for EnvOptions {
             coalesce_ms: 40,
             max_open_streams: 20_000,
             max_queue_depth: 10_000,
+            disconnect_grace_s: 2,
+            shutdown_grace_s: 30,
+            delivery_limit: 5,
+            faults: None,
         }
     }
 }
@@ -107,7 +119,13 @@ pub struct TestEnv {
     pub queue_prefix: String,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    /// Stops the first api only (workers go on).
+    api_shutdown: CancellationToken,
+    /// Arguments the api was started with (more apis of the same environment reuse them).
+    api_argv: Vec<String>,
     db_url: String,
+    faults: Option<ragq_worker::pipeline::faults::FaultHook>,
+    delivery_limit: u32,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
     opts_first_token_ms: u64,
     opts_coalesce_ms: u64,
@@ -131,7 +149,7 @@ impl TestEnv {
         let sim = ragq_sim::spawn(opts.sim).await.expect("simulator");
         let shutdown = CancellationToken::new();
 
-        let api_args = ApiArgs::try_parse_from([
+        let api_argv: Vec<String> = [
             "api",
             "--database-url",
             &db_url,
@@ -151,17 +169,23 @@ impl TestEnv {
             "127.0.0.1:0",
             "--job-deadline-s",
             &opts.job_deadline_s.to_string(),
-            "--instance",
-            &format!("ragq-test-{id}"),
             "--max-open-streams",
             &opts.max_open_streams.to_string(),
             "--max-queue-depth",
             &opts.max_queue_depth.to_string(),
-        ])
-        .expect("api args");
-        let api = Api::build(api_args.cfg).await.expect("api starts");
-        let url = format!("http://{}", api.local_addr().expect("addr"));
-        let subscriber = api.subscriber();
+            "--disconnect-grace-s",
+            &opts.disconnect_grace_s.to_string(),
+            "--shutdown-grace-s",
+            &opts.shutdown_grace_s.to_string(),
+            "--delivery-limit",
+            &opts.delivery_limit.to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let api_shutdown = shutdown.child_token();
+        let (url, subscriber) =
+            start_api(&api_argv, &format!("ragq-test-{id}"), api_shutdown.clone()).await;
         let db = ragq_common::db::connect(
             &ragq_common::config::DbConfig {
                 url: db_url.clone(),
@@ -171,10 +195,6 @@ impl TestEnv {
         )
         .await
         .expect("db");
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = api.run(async move { stop.cancelled().await }).await;
-        });
 
         // Tenant, models, demo dataset and chat.
         let tenant = admin::create_tenant(&db, "test").await.expect("tenant");
@@ -261,7 +281,11 @@ impl TestEnv {
             .build()
             .expect("http client"),
             shutdown,
+            api_shutdown,
+            api_argv,
             db_url,
+            faults: opts.faults,
+            delivery_limit: opts.delivery_limit,
             worker_tasks: Vec::new(),
             opts_first_token_ms: opts.first_token_timeout_ms,
             opts_coalesce_ms: opts.coalesce_ms,
@@ -298,6 +322,8 @@ impl TestEnv {
             "20",
             "--coalesce-ms",
             &self.opts_coalesce_ms.to_string(),
+            "--delivery-limit",
+            &self.delivery_limit.to_string(),
         ])
         .expect("worker args")
         .cfg
@@ -336,6 +362,8 @@ impl TestEnv {
                 "20",
                 "--coalesce-ms",
                 &self.opts_coalesce_ms.to_string(),
+                "--delivery-limit",
+                &self.delivery_limit.to_string(),
             ])
             .env("RUST_LOG", "warn")
             .spawn()
@@ -344,13 +372,34 @@ impl TestEnv {
 
     /// Starts one more worker, stopped with the environment.
     pub async fn add_worker(&mut self, worker_id: &str) {
-        let worker = Worker::start(self.worker_config(worker_id))
+        let mut worker = Worker::start(self.worker_config(worker_id))
             .await
             .expect("worker starts");
+        if let Some(hook) = &self.faults {
+            worker = worker.with_faults(hook.clone());
+        }
         let stop = self.shutdown.clone();
         self.worker_tasks.push(tokio::spawn(async move {
             let _ = worker.run(stop).await;
         }));
+    }
+
+    /// Starts another api process (in-process, its own listener and Redis subscriber) of this
+    /// environment; returns its URL and the token that shuts it down (gracefully, as SIGTERM).
+    pub async fn spawn_api(&self, name: &str) -> (String, CancellationToken) {
+        let token = self.shutdown.child_token();
+        let (url, _) = start_api(
+            &self.api_argv,
+            &format!("{}-{name}", self.queue_prefix),
+            token.clone(),
+        )
+        .await;
+        (url, token)
+    }
+
+    /// Shuts the first api down as SIGTERM would (workers and other apis go on).
+    pub fn shutdown_api(&self) {
+        self.api_shutdown.cancel();
     }
 
     /// Adds a chat on the demo dataset that uses the chat model `llm`.
@@ -429,6 +478,7 @@ impl TestEnv {
     pub async fn broker(&self) -> ragq_common::broker::rabbitmq::RabbitMq {
         let mut t = ragq_common::broker::rabbitmq::Topology::new(self.queue_prefix.clone());
         t.expires_ms = Some(QUEUE_EXPIRES_MS);
+        t.delivery_limit = self.delivery_limit;
         ragq_common::broker::rabbitmq::RabbitMq::connect(
             &amqp_url(),
             t,
@@ -511,6 +561,25 @@ impl TestEnv {
         };
         let _ = tokio::time::timeout(TEARDOWN_STEP, drop_db).await;
     }
+}
+
+/// Builds and runs an api from `argv` named `instance` until `shutdown` fires; returns its URL
+/// and Redis subscriber.
+async fn start_api(
+    argv: &[String],
+    instance: &str,
+    shutdown: CancellationToken,
+) -> (String, RedisSubscriber) {
+    let mut argv = argv.to_vec();
+    argv.extend(["--instance".to_string(), instance.to_string()]);
+    let api_args = ApiArgs::try_parse_from(argv).expect("api args");
+    let api = Api::build(api_args.cfg).await.expect("api starts");
+    let url = format!("http://{}", api.local_addr().expect("addr"));
+    let subscriber = api.subscriber();
+    tokio::spawn(async move {
+        let _ = api.run(async move { shutdown.cancelled().await }).await;
+    });
+    (url, subscriber)
 }
 
 /// The longest any one step of [`TestEnv::stop`] may take.
