@@ -531,3 +531,43 @@ async fn an_upstream_without_newlines_fails_the_job_cleanly() {
     assert!(turns_of(&env, &session).await.is_empty());
     env.stop().await;
 }
+
+/// A job stopped while it waits for the rerank (retrieval step) ends at once: `done` (stopped),
+/// a stopped turn, and the model is never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stopped_during_retrieval_ends_at_once() {
+    let mut sim = ragq_sim::SimConfig::fast();
+    sim.rerank_ms = 5_000;
+    let env = TestEnv::start(EnvOptions {
+        sim,
+        ..Default::default()
+    })
+    .await;
+    let session = env.create_session(&env.chat_id).await;
+    let resp = start_at(&env, &env.url, &env.chat_id, &session, QUESTION).await;
+    let job = job_id(&resp);
+    tokio::time::sleep(Duration::from_millis(500)).await; // context done, rerank under way
+    let stopped_at = Instant::now();
+    let r: Value = env
+        .http
+        .post(format!(
+            "{}/api/v1/chats/{}/completions/{job}/stop",
+            env.url, env.chat_id
+        ))
+        .header("Authorization", env.auth())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["code"], 0);
+    let events = parse_sse(&read_rest(resp, Duration::from_secs(10)).await);
+    let took = stopped_at.elapsed();
+    println!("stopped during rerank (5 s): stream ended {took:?} after the stop: {events:?}");
+    final_answer(&events);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(wait_for_turn(&env, &session).await.0, "stopped");
+    assert_eq!(env.sim.stats.chat_requests.load(Ordering::SeqCst), 0);
+    env.stop().await;
+}
