@@ -452,4 +452,29 @@ mod tests {
         assert!(got[3].contains("\"x\""), "{got:?}");
         assert!(got[4].starts_with("Failed"), "{got:?}");
     }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_with_a_resume_message() {
+        let (_tx, s) = stream();
+        let token = CancellationToken::new();
+        let mut s = s.until_shutdown(token.clone());
+        let job = s.job_id();
+        let next = tokio::spawn(async move {
+            let first = s.next(Duration::from_secs(5)).await;
+            (first, s.next(Duration::from_secs(5)).await.is_none())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        token.cancel();
+        let (first, ended) = tokio::time::timeout(Duration::from_secs(1), next)
+            .await
+            .unwrap()
+            .unwrap();
+        match first {
+            Some(Item::Interrupted { message }) => {
+                assert!(message.contains("resume") && message.contains(&job.to_string()))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ended);
+    }
 }
