@@ -397,6 +397,26 @@ impl TestEnv {
         (url, token)
     }
 
+    /// Like [`TestEnv::spawn_api`], with the api's Redis at `redis_url` (a proxy a test can cut).
+    pub async fn spawn_api_with_redis(
+        &self,
+        name: &str,
+        redis_url: &str,
+    ) -> (String, CancellationToken) {
+        let mut argv = self.api_argv.clone();
+        if let Some(i) = argv.iter().position(|a| a == "--redis-url") {
+            argv[i + 1] = redis_url.to_string();
+        }
+        let token = self.shutdown.child_token();
+        let (url, _) = start_api(
+            &argv,
+            &format!("{}-{name}", self.queue_prefix),
+            token.clone(),
+        )
+        .await;
+        (url, token)
+    }
+
     /// Shuts the first api down as SIGTERM would (workers and other apis go on).
     pub fn shutdown_api(&self) {
         self.api_shutdown.cancel();
@@ -561,6 +581,47 @@ impl TestEnv {
         };
         let _ = tokio::time::timeout(TEARDOWN_STEP, drop_db).await;
     }
+}
+
+/// A TCP proxy to `target` on 127.0.0.1:0: cancelling the returned token closes every proxied
+/// connection and stops accepting (new connections are refused), as a lost server would.
+pub async fn tcp_proxy(target: String) -> (std::net::SocketAddr, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("proxy listens");
+    let addr = listener.local_addr().expect("proxy addr");
+    let cut = CancellationToken::new();
+    let stop = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = tokio::select! {
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => return },
+                () = stop.cancelled() => return,
+            };
+            let (target, stop) = (target.clone(), stop.clone());
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+/// `host:port` of [`redis_url`].
+pub fn redis_addr() -> String {
+    let url = redis_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_string()
 }
 
 /// Builds and runs an api from `argv` named `instance` until `shutdown` fires; returns its URL

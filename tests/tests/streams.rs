@@ -571,3 +571,43 @@ async fn a_job_stopped_during_retrieval_ends_at_once() {
     assert_eq!(env.sim.stats.chat_requests.load(Ordering::SeqCst), 0);
     env.stop().await;
 }
+
+/// The ingress's own subscriber loses Redis (a proxy in front of it is cut) for longer than its
+/// bound (3 s): its open streams end with the resume-elsewhere event; the job goes on, and a
+/// resume through an api with a working Redis completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_that_loses_redis_ends_its_streams_with_a_clear_error() {
+    let env = TestEnv::start(EnvOptions::default()).await;
+    let (proxy, cut) = ragq_tests::tcp_proxy(ragq_tests::redis_addr()).await;
+    let (cut_off, _stop) = env
+        .spawn_api_with_redis("cut", &format!("redis://{proxy}/"))
+        .await;
+    let chat = env.chat_with_model("long", "sim-long").await;
+    let session = env.create_session(&chat).await;
+    let mut resp = start_at(&env, &cut_off, &chat, &session, QUESTION).await;
+    let job = job_id(&resp);
+    read_first_answer(&mut resp).await;
+    let lost = Instant::now();
+    cut.cancel();
+    let text = read_rest(resp, Duration::from_secs(10)).await;
+    let took = lost.elapsed();
+    let events = parse_sse(&text);
+    let last = &events[events.len() - 2];
+    println!("ingress lost Redis: stream ended {took:?} later: {last}");
+    assert_eq!(last["code"], 503, "{last}");
+    let message = last["message"].as_str().unwrap();
+    assert!(
+        message.contains("event bus") && message.contains(&job),
+        "{message}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let resumed = resume_at(&env, &env.url, &chat, &job).await;
+    let answer = final_answer(&parse_sse(
+        &read_rest(resumed, Duration::from_secs(30)).await,
+    ));
+    assert_eq!(
+        wait_for_turn(&env, &session).await,
+        ("done".to_string(), answer)
+    );
+    env.stop().await;
+}
