@@ -39,9 +39,16 @@ pub struct ApiConfig {
     /// Waiting interactive jobs above which new jobs are refused with 429 + Retry-After.
     #[arg(long, env = "RAGQ_MAX_QUEUE_DEPTH", default_value_t = 10_000)]
     pub max_queue_depth: u32,
-    /// On SIGTERM, how long open streams may run before the process exits anyway, in seconds.
+    /// On SIGTERM, how long open streams may run before each is ended with a "resume elsewhere"
+    /// event (the jobs go on) and the process exits, in seconds.
     #[arg(long, env = "RAGQ_SHUTDOWN_GRACE_S", default_value_t = 30)]
     pub shutdown_grace_s: u64,
+    /// When a client's stream is dropped before its answer ends, how long to wait for the client
+    /// (or anyone) to resume it before the job is cancelled, in seconds; 0 cancels at once. An
+    /// explicit stop is always immediate.
+    #[arg(long, env = "RAGQ_DISCONNECT_GRACE_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub disconnect_grace_s: u64,
     /// Name of this ingress instance (Redis connection name, logs).
     #[arg(long, env = "RAGQ_INSTANCE")]
     pub instance: Option<String>,

@@ -88,6 +88,7 @@ impl Api {
             events,
             control,
             queue_depth,
+            shutting_down: tokio_util::sync::CancellationToken::new(),
             cfg: Arc::new(cfg),
             broker_connected: Arc::new(move || probe.is_connected()),
         };
@@ -114,6 +115,8 @@ impl Api {
     ) -> std::io::Result<()> {
         let max_body = self.state.cfg.max_body_bytes;
         let state_grace_s = self.state.cfg.shutdown_grace_s;
+        let shutting_down = self.state.shutting_down.clone();
+        let open_streams = self.state.events.clone();
         let upload = routes::documents::upload_router(self.state.clone());
         let app = routes::router(self.state)
             .layer(RequestBodyLimitLayer::new(max_body))
@@ -128,6 +131,8 @@ impl Api {
         });
         // On shutdown: stop accepting, let open streams finish, but never wait past the grace
         // period (an SSE stream would otherwise hold the process until its job's deadline).
+        // When it is over, each open stream ends with a "resume elsewhere" event (its job goes
+        // on, another ingress resumes it), and the process waits a little for those to be sent.
         let grace = std::time::Duration::from_secs(state_grace_s);
         let stop = tokio_util::sync::CancellationToken::new();
         let trigger = stop.clone();
@@ -140,7 +145,16 @@ impl Api {
         let result = tokio::select! {
             r = serve.into_future() => r,
             _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("shutdown grace period over: closing the remaining streams");
+                tracing::warn!(streams = open_streams.open_streams(), "shutdown grace period over: telling the remaining streams to resume elsewhere");
+                shutting_down.cancel();
+                // The streams end now; give their last bytes a moment to leave.
+                let flushed = async {
+                    while open_streams.open_streams() > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                };
+                let _ = tokio::time::timeout(SHUTDOWN_FLUSH, flushed).await;
                 Ok(())
             }
         };
@@ -148,6 +162,9 @@ impl Api {
         result
     }
 }
+
+/// After the shutdown grace, how long the ending streams get to send their last event.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Refreshes the interactive queue depth twice a second for admission control (the broker is
 /// asked once per process, not once per request). Stops when the broker connection is closed.

@@ -9,17 +9,27 @@
 //! - it turns every way a stream can die — deadline, lost bus, a reader too slow for its
 //!   buffer — into a terminal [`Item::Failed`], so a client always gets a terminal event and
 //!   never waits past the deadline;
-//! - dropped before its terminal event (the client went away), or cut for reading too slowly,
-//!   it cancels the job, so the worker stops the model.
+//! - cut for reading too slowly, or past its deadline, it cancels the job, so the worker stops
+//!   the model;
+//! - dropped before its terminal event (the client went away), a stream marked
+//!   [`JobStream::owned_by_client`] does **not** cancel at once: a disconnect is not a stop. It
+//!   schedules a cancel after the disconnect grace (`RAGQ_DISCONNECT_GRACE_S`), which is skipped
+//!   when another reader of the job is attached by then — in this process (the subscriber's
+//!   readers of the channel) or in any other (the job's reader set in Redis, which every such
+//!   stream joins while it reads);
+//! - told the ingress is shutting down ([`JobStream::until_shutdown`]), it ends with
+//!   [`Item::Interrupted`] — "resume this job elsewhere" — and leaves the job running.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use ragq_common::bus::control::RedisControl;
+use ragq_common::bus::subscriber::RedisSubscriber;
 use ragq_common::bus::{Closed, Subscription};
 use ragq_common::client_error::{ErrorReason, new_error_id, with_error_id};
 use ragq_common::event::{Done, ErrorCode, EventBody, Reference, StreamEvent};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// What the formatters see.
@@ -36,6 +46,35 @@ pub enum Item {
     Failed(Failure),
     /// Nothing arrived for the keep-alive interval.
     Idle,
+    /// Terminal for this connection, not for the job: the ingress is shutting down (or lost its
+    /// event bus) and the job goes on; the client should resume it (`message` says how).
+    Interrupted {
+        message: String,
+    },
+}
+
+/// How long a reader's attachment lasts in Redis unless refreshed.
+const PRESENCE_TTL: Duration = Duration::from_secs(45);
+/// A reading stream refreshes its attachment this often (at most every keep-alive).
+const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+
+/// The message of [`Item::Interrupted`] (and of a lost bus), naming the route that resumes.
+pub fn resume_message(job_id: Uuid, why: &str) -> String {
+    format!(
+        "{why} The answer goes on: resume it with GET /api/v1/chats/{{chat_id}}/completions/{job_id} (job {job_id})."
+    )
+}
+
+/// What a client's stream does when it is dropped before its terminal event.
+struct Abandon {
+    grace: Duration,
+    local: RedisSubscriber,
+}
+
+/// This stream's entry in the job's reader set (see [`RedisControl::attach_reader`]).
+struct Presence {
+    reader: Uuid,
+    refreshed: Instant,
 }
 
 /// A failed job as a client may see it: a client-visible code, an error id and the client's
@@ -104,7 +143,9 @@ pub struct JobStream {
     attempt: u32,
     deadline: Instant,
     finished: bool,
-    cancel_on_abandon: bool,
+    abandon: Option<Abandon>,
+    presence: Option<Presence>,
+    shutdown: Option<CancellationToken>,
 }
 
 impl JobStream {
@@ -118,7 +159,9 @@ impl JobStream {
             attempt: 0,
             deadline,
             finished: false,
-            cancel_on_abandon: false,
+            abandon: None,
+            presence: None,
+            shutdown: None,
         }
     }
 
@@ -128,10 +171,50 @@ impl JobStream {
         self
     }
 
-    /// Cancel the job when this stream is dropped before its terminal event.
-    pub fn cancel_on_abandon(mut self) -> Self {
-        self.cancel_on_abandon = true;
+    /// A client's stream (a completion or a resume): it joins the job's reader set, and when
+    /// dropped before its terminal event it cancels the job after `grace` unless another reader
+    /// is attached by then (`grace` zero: at once). Needs [`JobStream::with_replay`] first.
+    pub fn owned_by_client(mut self, grace: Duration, local: RedisSubscriber) -> Self {
+        self.abandon = Some(Abandon { grace, local });
+        if let Some(control) = self.control.clone() {
+            let reader = Uuid::new_v4();
+            let job_id = self.job_id;
+            tokio::spawn(async move {
+                if let Err(e) = control.attach_reader(job_id, reader, PRESENCE_TTL).await {
+                    tracing::warn!(job = %job_id, error = %e, "attaching the reader failed");
+                }
+            });
+            self.presence = Some(Presence {
+                reader,
+                refreshed: Instant::now(),
+            });
+        }
         self
+    }
+
+    /// End with [`Item::Interrupted`] when `shutdown` fires (the ingress is going away).
+    pub fn until_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    pub fn job_id(&self) -> Uuid {
+        self.job_id
+    }
+
+    /// Keeps this reader's attachment alive while it reads.
+    fn refresh_presence(&mut self) {
+        let (Some(p), Some(control)) = (self.presence.as_mut(), self.control.clone()) else {
+            return;
+        };
+        if p.refreshed.elapsed() < PRESENCE_REFRESH {
+            return;
+        }
+        p.refreshed = Instant::now();
+        let (job_id, reader) = (self.job_id, p.reader);
+        tokio::spawn(async move {
+            let _ = control.attach_reader(job_id, reader, PRESENCE_TTL).await;
+        });
     }
 
     /// Start from the beginning of the replay stream (resuming a job's stream).
@@ -175,7 +258,11 @@ impl JobStream {
         if self.finished {
             return None;
         }
+        self.refresh_presence();
         loop {
+            if self.shutdown.as_ref().is_some_and(|s| s.is_cancelled()) {
+                return Some(self.interrupted());
+            }
             if let Some(event) = self.pending.pop_front() {
                 if let Some(item) = self.accept(event) {
                     return Some(item);
@@ -183,29 +270,45 @@ impl JobStream {
                 continue;
             }
             let wake = (Instant::now() + keep_alive).min(self.deadline);
-            let payload = match tokio::time::timeout_at(wake, self.sub.recv()).await {
+            let shutdown = self.shutdown.clone();
+            let shutting_down = async {
+                match &shutdown {
+                    Some(s) => s.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let received = tokio::select! {
+                r = tokio::time::timeout_at(wake, self.sub.recv()) => r,
+                () = shutting_down => return Some(self.interrupted()),
+            };
+            let payload = match received {
                 Ok(Ok(p)) => p,
                 Ok(Err(closed)) => {
                     // Whatever the reason, the replay stream may already hold the rest.
                     if closed == Closed::Disconnected {
-                        self.catch_up().await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), self.catch_up()).await;
                         if !self.pending.is_empty() {
                             continue;
                         }
                     }
                     self.finished = true;
-                    let message = match closed {
+                    return Some(match closed {
                         Closed::SlowReader => {
                             self.cancel_job();
-                            "The client read too slowly; the stream was cut."
+                            Item::Failed(Failure::local(
+                                self.job_id,
+                                ErrorReason::Internal,
+                                "The client read too slowly; the stream was cut.",
+                            ))
                         }
-                        Closed::Disconnected => "The event stream was lost.",
-                    };
-                    return Some(Item::Failed(Failure::local(
-                        self.job_id,
-                        ErrorReason::Internal,
-                        message,
-                    )));
+                        // Not the job's fault: it goes on, and can be resumed once the bus is back.
+                        Closed::Disconnected => Item::Interrupted {
+                            message: resume_message(
+                                self.job_id,
+                                "The ingress lost its connection to the event bus.",
+                            ),
+                        },
+                    });
                 }
                 Err(_) => {
                     self.catch_up().await;
@@ -260,6 +363,14 @@ impl JobStream {
         }
     }
 
+    /// Ends this connection's stream without touching the job.
+    fn interrupted(&mut self) -> Item {
+        self.finished = true;
+        Item::Interrupted {
+            message: resume_message(self.job_id, "This server is shutting down."),
+        }
+    }
+
     /// Applies ordering rules to one event; `None` for a duplicate.
     fn accept(&mut self, event: StreamEvent) -> Option<Item> {
         if event.attempt < self.attempt {
@@ -307,10 +418,46 @@ impl JobStream {
 
 impl Drop for JobStream {
     fn drop(&mut self) {
-        if !self.finished && self.cancel_on_abandon {
-            tracing::info!(job = %self.job_id, "client left before the answer finished: cancelling");
-            self.cancel_job();
+        let Some(control) = self.control.clone() else {
+            return;
+        };
+        let job_id = self.job_id;
+        let presence = self.presence.take().map(|p| p.reader);
+        let abandon = match self.abandon.take() {
+            Some(a) if !self.finished => Some(a),
+            _ => None,
+        };
+        if presence.is_none() && abandon.is_none() {
+            return;
         }
+        tokio::spawn(async move {
+            if let Some(reader) = presence
+                && let Err(e) = control.detach_reader(job_id, reader).await
+            {
+                tracing::debug!(job = %job_id, error = %e, "detaching the reader failed");
+            }
+            let Some(Abandon { grace, local }) = abandon else {
+                return;
+            };
+            if !grace.is_zero() {
+                tracing::info!(job = %job_id, grace_ms = grace.as_millis() as u64, "client left before the answer finished: cancelling unless it comes back");
+                tokio::time::sleep(grace).await;
+                // Somebody is reading the job again (a resume, here or on another ingress).
+                let here = local.readers_of(job_id);
+                let anywhere = control.attached_readers(job_id).await.unwrap_or_else(|e| {
+                    tracing::warn!(job = %job_id, error = %e, "counting the job's readers failed");
+                    0
+                });
+                if here > 0 || anywhere > 0 {
+                    tracing::info!(job = %job_id, here, anywhere, "a reader came back: the job goes on");
+                    return;
+                }
+            }
+            tracing::info!(job = %job_id, "nobody reads the answer: cancelling");
+            if let Err(e) = control.cancel(job_id).await {
+                tracing::warn!(job = %job_id, error = %e, "cancel failed");
+            }
+        });
     }
 }
 
@@ -417,5 +564,30 @@ mod tests {
             String::new(),
         );
         assert_eq!(own.message, "You don't own the dataset d.");
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_with_a_resume_message() {
+        let (_tx, s) = stream();
+        let token = CancellationToken::new();
+        let mut s = s.until_shutdown(token.clone());
+        let job = s.job_id();
+        let next = tokio::spawn(async move {
+            let first = s.next(Duration::from_secs(5)).await;
+            (first, s.next(Duration::from_secs(5)).await.is_none())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        token.cancel();
+        let (first, ended) = tokio::time::timeout(Duration::from_secs(1), next)
+            .await
+            .unwrap()
+            .unwrap();
+        match first {
+            Some(Item::Interrupted { message }) => {
+                assert!(message.contains("resume") && message.contains(&job.to_string()))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ended);
     }
 }

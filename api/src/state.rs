@@ -22,6 +22,9 @@ pub struct AppState {
     pub cfg: Arc<ApiConfig>,
     /// Interactive jobs waiting in the broker, refreshed in the background (admission control).
     pub queue_depth: Arc<std::sync::atomic::AtomicU32>,
+    /// Fired when the shutdown grace is over: every open stream ends with a "resume elsewhere"
+    /// event instead of being cut.
+    pub shutting_down: tokio_util::sync::CancellationToken,
     /// Tells readiness whether the broker connection is up.
     pub broker_connected: Arc<dyn Fn() -> bool + Send + Sync>,
 }

@@ -87,6 +87,14 @@ pub struct EnvOptions {
     pub sim_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// `RAGQ_EXTRA_CA_FILE` of the api and workers.
     pub extra_ca_file: Option<PathBuf>,
+    /// The api's `RAGQ_DISCONNECT_GRACE_S` (short here: tests wait for it).
+    pub disconnect_grace_s: u64,
+    /// The api's `RAGQ_SHUTDOWN_GRACE_S`.
+    pub shutdown_grace_s: u64,
+    /// `RAGQ_DELIVERY_LIMIT` of api and workers.
+    pub delivery_limit: u32,
+    /// Fault hook installed in every in-process worker (see `ragq_worker::pipeline::faults`).
+    pub faults: Option<ragq_worker::pipeline::faults::FaultHook>,
 }
 
 impl Default for EnvOptions {
@@ -103,6 +111,10 @@ impl Default for EnvOptions {
             amqp_url: None,
             sim_tls: None,
             extra_ca_file: None,
+            disconnect_grace_s: 2,
+            shutdown_grace_s: 30,
+            delivery_limit: 5,
+            faults: None,
         }
     }
 }
@@ -123,7 +135,13 @@ pub struct TestEnv {
     /// The environment's `RAGQ_SECRET_KEY` (random per environment), given to its workers.
     pub secrets: SecretKeys,
     shutdown: CancellationToken,
+    /// Stops the first api only (workers go on).
+    api_shutdown: CancellationToken,
+    /// Arguments the api was started with (more apis of the same environment reuse them).
+    api_argv: Vec<String>,
     db_url: String,
+    faults: Option<ragq_worker::pipeline::faults::FaultHook>,
+    delivery_limit: u32,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
     opts_first_token_ms: u64,
     opts_coalesce_ms: u64,
@@ -194,34 +212,41 @@ impl TestEnv {
         };
         let shutdown = CancellationToken::new();
 
-        let mut api_argv: Vec<String> = services.args();
-        api_argv.insert(0, "api".into());
-        let api_args = ApiArgs::try_parse_from(api_argv.iter().map(String::as_str).chain([
-            "--database-url",
-            &db_url,
-            "--db-max-connections",
-            "8",
-            "--queue-prefix",
-            &queue_prefix,
-            "--queue-expires-ms",
-            QUEUE_EXPIRES,
-            "--channel-prefix",
-            &queue_prefix,
-            "--addr",
-            "127.0.0.1:0",
-            "--job-deadline-s",
-            &opts.job_deadline_s.to_string(),
-            "--instance",
-            &format!("ragq-test-{id}"),
-            "--max-open-streams",
-            &opts.max_open_streams.to_string(),
-            "--max-queue-depth",
-            &opts.max_queue_depth.to_string(),
-        ]))
-        .expect("api args");
-        let api = Api::build(api_args.cfg).await.expect("api starts");
-        let url = format!("http://{}", api.local_addr().expect("addr"));
-        let subscriber = api.subscriber();
+        let mut api_argv: Vec<String> = vec!["api".to_string()];
+        api_argv.extend(services.args());
+        api_argv.extend(
+            [
+                "--database-url",
+                &db_url,
+                "--db-max-connections",
+                "8",
+                "--queue-prefix",
+                &queue_prefix,
+                "--queue-expires-ms",
+                QUEUE_EXPIRES,
+                "--channel-prefix",
+                &queue_prefix,
+                "--addr",
+                "127.0.0.1:0",
+                "--job-deadline-s",
+                &opts.job_deadline_s.to_string(),
+                "--max-open-streams",
+                &opts.max_open_streams.to_string(),
+                "--max-queue-depth",
+                &opts.max_queue_depth.to_string(),
+                "--disconnect-grace-s",
+                &opts.disconnect_grace_s.to_string(),
+                "--shutdown-grace-s",
+                &opts.shutdown_grace_s.to_string(),
+                "--delivery-limit",
+                &opts.delivery_limit.to_string(),
+            ]
+            .iter()
+            .map(|a| a.to_string()),
+        );
+        let api_shutdown = shutdown.child_token();
+        let (url, subscriber) =
+            start_api(&api_argv, &format!("ragq-test-{id}"), api_shutdown.clone()).await;
         let db = ragq_common::db::connect(
             &ragq_common::config::DbConfig {
                 url: db_url.clone(),
@@ -231,10 +256,6 @@ impl TestEnv {
         )
         .await
         .expect("db");
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = api.run(async move { stop.cancelled().await }).await;
-        });
 
         // Tenant, models, demo dataset and chat.
         let secrets = SecretKeys {
@@ -324,7 +345,11 @@ impl TestEnv {
                 .expect("http client"),
             secrets,
             shutdown,
+            api_shutdown,
+            api_argv,
             db_url,
+            faults: opts.faults,
+            delivery_limit: opts.delivery_limit,
             worker_tasks: Vec::new(),
             opts_first_token_ms: opts.first_token_timeout_ms,
             opts_coalesce_ms: opts.coalesce_ms,
@@ -361,6 +386,8 @@ impl TestEnv {
             &self.opts_coalesce_ms.to_string(),
             "--secret-key",
             &self.secret_key_hex(),
+            "--delivery-limit",
+            &self.delivery_limit.to_string(),
         ]))
         .expect("worker args")
         .cfg
@@ -396,6 +423,8 @@ impl TestEnv {
                 "20",
                 "--coalesce-ms",
                 &self.opts_coalesce_ms.to_string(),
+                "--delivery-limit",
+                &self.delivery_limit.to_string(),
             ])
             .env("RUST_LOG", "warn")
             .env("RAGQ_SECRET_KEY", self.secret_key_hex())
@@ -433,13 +462,54 @@ impl TestEnv {
 
     /// Starts one more worker, stopped with the environment.
     pub async fn add_worker(&mut self, worker_id: &str) {
-        let worker = Worker::start(self.worker_config(worker_id))
+        let mut worker = Worker::start(self.worker_config(worker_id))
             .await
             .expect("worker starts");
+        if let Some(hook) = &self.faults {
+            worker = worker.with_faults(hook.clone());
+        }
         let stop = self.shutdown.clone();
         self.worker_tasks.push(tokio::spawn(async move {
             let _ = worker.run(stop).await;
         }));
+    }
+
+    /// Starts another api process (in-process, its own listener and Redis subscriber) of this
+    /// environment; returns its URL and the token that shuts it down (gracefully, as SIGTERM).
+    pub async fn spawn_api(&self, name: &str) -> (String, CancellationToken) {
+        let token = self.shutdown.child_token();
+        let (url, _) = start_api(
+            &self.api_argv,
+            &format!("{}-{name}", self.queue_prefix),
+            token.clone(),
+        )
+        .await;
+        (url, token)
+    }
+
+    /// Like [`TestEnv::spawn_api`], with the api's Redis at `redis_url` (a proxy a test can cut).
+    pub async fn spawn_api_with_redis(
+        &self,
+        name: &str,
+        redis_url: &str,
+    ) -> (String, CancellationToken) {
+        let mut argv = self.api_argv.clone();
+        if let Some(i) = argv.iter().position(|a| a == "--redis-url") {
+            argv[i + 1] = redis_url.to_string();
+        }
+        let token = self.shutdown.child_token();
+        let (url, _) = start_api(
+            &argv,
+            &format!("{}-{name}", self.queue_prefix),
+            token.clone(),
+        )
+        .await;
+        (url, token)
+    }
+
+    /// Shuts the first api down as SIGTERM would (workers and other apis go on).
+    pub fn shutdown_api(&self) {
+        self.api_shutdown.cancel();
     }
 
     /// Adds a chat on the demo dataset that uses the chat model `llm`.
@@ -518,6 +588,7 @@ impl TestEnv {
     pub async fn broker(&self) -> ragq_common::broker::rabbitmq::RabbitMq {
         let mut t = ragq_common::broker::rabbitmq::Topology::new(self.queue_prefix.clone());
         t.expires_ms = Some(QUEUE_EXPIRES_MS);
+        t.delivery_limit = self.delivery_limit;
         ragq_common::broker::rabbitmq::RabbitMq::connect(
             &amqp_url(),
             t,
@@ -600,6 +671,66 @@ impl TestEnv {
         };
         let _ = tokio::time::timeout(TEARDOWN_STEP, drop_db).await;
     }
+}
+
+/// A TCP proxy to `target` on 127.0.0.1:0: cancelling the returned token closes every proxied
+/// connection and stops accepting (new connections are refused), as a lost server would.
+pub async fn tcp_proxy(target: String) -> (std::net::SocketAddr, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("proxy listens");
+    let addr = listener.local_addr().expect("proxy addr");
+    let cut = CancellationToken::new();
+    let stop = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = tokio::select! {
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => return },
+                () = stop.cancelled() => return,
+            };
+            let (target, stop) = (target.clone(), stop.clone());
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+/// `host:port` of [`redis_url`].
+pub fn redis_addr() -> String {
+    let url = redis_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_string()
+}
+
+/// Builds and runs an api from `argv` named `instance` until `shutdown` fires; returns its URL
+/// and Redis subscriber.
+async fn start_api(
+    argv: &[String],
+    instance: &str,
+    shutdown: CancellationToken,
+) -> (String, RedisSubscriber) {
+    let mut argv = argv.to_vec();
+    argv.extend(["--instance".to_string(), instance.to_string()]);
+    let api_args = ApiArgs::try_parse_from(argv).expect("api args");
+    let api = Api::build(api_args.cfg).await.expect("api starts");
+    let url = format!("http://{}", api.local_addr().expect("addr"));
+    let subscriber = api.subscriber();
+    tokio::spawn(async move {
+        let _ = api.run(async move { shutdown.cancelled().await }).await;
+    });
+    (url, subscriber)
 }
 
 /// The longest any one step of [`TestEnv::stop`] may take.

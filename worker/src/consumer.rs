@@ -11,6 +11,7 @@ use ragq_common::job::Job;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::pipeline::give_up::{self, GiveUp};
 use crate::pipeline::{Outcome, Pipeline};
 
 /// Reads deliveries until `stop` fires or the consumer ends; spawns each job on `tracker`.
@@ -40,21 +41,31 @@ pub async fn consume(
 }
 
 async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatcher) {
+    // Quorum queues count deliveries; a redelivery flag without a count still means "not first".
+    let attempt = match (delivery.delivery_count, delivery.redelivered) {
+        (0, true) => 1,
+        (n, _) => n,
+    };
+    // The queue dead-letters a job returned once more after this delivery.
+    let last_attempt = delivery.delivery_count >= pipeline.delivery_limit;
     let job = match Job::decode(&delivery.payload) {
         Ok(job) => job,
         Err(e) => {
-            // Retrying cannot fix a payload: dead-letter it at once.
-            tracing::error!(error = %e, "undecodable job dead-lettered");
+            // Retrying cannot fix a payload: dead-letter it at once — after telling the job's
+            // client, when the message id names the job.
+            tracing::error!(error = %e, message_id = ?delivery.message_id, "undecodable job dead-lettered");
+            if let Some(id) = delivery
+                .message_id
+                .as_deref()
+                .and_then(|m| m.parse::<uuid::Uuid>().ok())
+            {
+                give_up::publish(&pipeline.bus, id, attempt, GiveUp::Undecodable).await;
+            }
             if let Err(e) = delivery.settle.dead_letter().await {
                 tracing::warn!(error = %e, "dead-letter failed");
             }
             return;
         }
-    };
-    // Quorum queues count deliveries; a redelivery flag without a count still means "not first".
-    let attempt = match (delivery.delivery_count, delivery.redelivered) {
-        (0, true) => 1,
-        (n, _) => n,
     };
     // Cancelled while queued: the token comes back already cancelled and the job is skipped.
     let watch = cancels.watch(job.id).await;
@@ -65,14 +76,19 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
         let (pipeline, job, token) = (pipeline.clone(), job.clone(), watch.token.clone());
         tokio::spawn(async move { pipeline.run(&job, attempt, token).await })
     };
-    let outcome = match run.await {
-        Ok(outcome) => outcome,
+    let (outcome, why) = match run.await {
+        Ok(Outcome::Requeue) => (Outcome::Requeue, GiveUp::BusFailed),
+        Ok(outcome) => (outcome, GiveUp::BusFailed),
         Err(e) => {
             tracing::error!(job = %job.id, error = %e, "job task failed; requeueing");
-            Outcome::Requeue
+            (Outcome::Requeue, GiveUp::Panicked)
         }
     };
     drop(watch);
+    if outcome == Outcome::Requeue && last_attempt {
+        // The queue dead-letters it now (operators can still replay it): end its stream first.
+        give_up::publish(&pipeline.bus, job.id, attempt, why).await;
+    }
     let settled = match outcome {
         Outcome::Finished => delivery.settle.ack().await,
         Outcome::Requeue => {

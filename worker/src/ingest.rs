@@ -26,6 +26,8 @@ pub enum IngestError {
     Unsupported(String),
     #[error("the document is not valid UTF-8 text")]
     NotText,
+    #[error("parsing the document failed: {0}")]
+    Parse(String),
     #[error(transparent)]
     Embed(#[from] ProviderError),
     #[error(transparent)]
@@ -79,48 +81,45 @@ impl Format {
     }
 }
 
-/// Removes tags, scripts and styles; keeps block boundaries as blank lines.
+/// Removes tags, scripts and styles; keeps block boundaries as blank lines. Linear in the
+/// input: every byte is looked at a bounded number of times (no per-tag copy of the rest).
 pub fn html_to_text(html: &str) -> String {
+    const BLOCKS: [&str; 13] = [
+        "p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article",
+    ];
+    let bytes = html.as_bytes();
     let mut out = String::with_capacity(html.len());
-    let mut rest = html;
-    while let Some(open) = rest.find('<') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open..];
-        let lower = after.get(..8).unwrap_or(after).to_ascii_lowercase();
-        let skip_until = if lower.starts_with("<script") {
-            Some("</script>")
-        } else if lower.starts_with("<style") {
-            Some("</style>")
+    let mut pos = 0;
+    while let Some(open) = memchr::memchr(b'<', &bytes[pos..]).map(|i| pos + i) {
+        out.push_str(&html[pos..open]);
+        let skip_until = if starts_with_ci(&bytes[open..], b"<script") {
+            Some(&b"</script>"[..])
+        } else if starts_with_ci(&bytes[open..], b"<style") {
+            Some(&b"</style>"[..])
         } else {
             None
         };
         if let Some(end_tag) = skip_until {
-            match after.to_ascii_lowercase().find(end_tag) {
-                Some(end) => rest = &after[end + end_tag.len()..],
-                None => rest = "",
-            }
+            pos = find_ci(bytes, open + 1, end_tag).map_or(bytes.len(), |e| e + end_tag.len());
             continue;
         }
-        match after.find('>') {
+        match memchr::memchr(b'>', &bytes[open..]).map(|i| open + i) {
             Some(close) => {
-                let tag = after[1..close].trim_start_matches('/').to_ascii_lowercase();
-                if [
-                    "p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section",
-                    "article",
-                ]
-                .iter()
-                .any(|t| tag == *t || tag.starts_with(&format!("{t} ")))
+                let tag = html[open + 1..close].trim_start_matches('/');
+                let name = tag.split([' ', '\t', '\n', '\r', '/']).next().unwrap_or("");
+                if BLOCKS.iter().any(|t| name.eq_ignore_ascii_case(t))
+                    && (tag.len() == name.len() || tag.as_bytes()[name.len()] == b' ')
                 {
                     out.push_str("\n\n");
                 }
-                rest = &after[close + 1..];
+                pos = close + 1;
             }
             None => {
-                rest = "";
+                pos = bytes.len();
             }
         }
     }
-    out.push_str(rest);
+    out.push_str(&html[pos..]);
     out.replace("&amp;", "&")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
@@ -129,8 +128,27 @@ pub fn html_to_text(html: &str) -> String {
         .replace("&nbsp;", " ")
 }
 
+fn starts_with_ci(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// First position at or after `from` where `needle` (starting with `<`) occurs, ASCII case
+/// insensitively.
+fn find_ci(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    let mut at = from;
+    while let Some(i) = memchr::memchr(needle[0], &hay[at..]) {
+        let p = at + i;
+        if starts_with_ci(&hay[p..], needle) {
+            return Some(p);
+        }
+        at = p + 1;
+    }
+    None
+}
+
 /// Splits text into chunks of about `max_tokens`: paragraphs are kept whole when they fit,
-/// markdown headings start a new chunk, long paragraphs are split on sentence ends.
+/// markdown headings start a new chunk, long paragraphs are split on sentence ends. Linear in
+/// the input: sizes are kept as running counts, never recounted over a growing chunk.
 pub fn chunk(text: &str, format: Format, max_tokens: usize) -> Vec<String> {
     let text = match format {
         Format::Html => html_to_text(text),
@@ -143,30 +161,63 @@ pub fn chunk(text: &str, format: Format, max_tokens: usize) -> Vec<String> {
             continue;
         }
         let mut current = String::new();
+        let mut size = Size::default();
         for sentence in para.split_inclusive(['.', '!', '?', '\n']) {
-            if !current.is_empty() && approx_tokens(&current) + approx_tokens(sentence) > max_tokens
-            {
+            let s = Size::of(sentence);
+            if !current.is_empty() && size.tokens() + s.tokens() > max_tokens {
                 pieces.push(current.trim().to_string());
                 current.clear();
+                size = Size::default();
             }
             current.push_str(sentence);
+            size = size.plus(s);
         }
         if !current.trim().is_empty() {
             pieces.push(current.trim().to_string());
         }
     }
-    let mut chunks: Vec<String> = Vec::new();
+    let mut chunks: Vec<(String, Size)> = Vec::new();
     for piece in pieces {
         let heading = format == Format::Markdown && piece.starts_with('#');
+        let s = Size::of(&piece);
         match chunks.last_mut() {
-            Some(last) if !heading && approx_tokens(last) + approx_tokens(&piece) <= max_tokens => {
+            Some((last, size)) if !heading && size.tokens() + s.tokens() <= max_tokens => {
                 last.push_str("\n\n");
                 last.push_str(&piece);
+                *size = size.plus(s).plus(Size { words: 0, bytes: 2 });
             }
-            _ => chunks.push(piece),
+            _ => chunks.push((piece, s)),
         }
     }
-    chunks
+    chunks.into_iter().map(|(c, _)| c).collect()
+}
+
+/// Words and bytes of a text, added up piecewise, so [`Size::tokens`] is [`approx_tokens`] of
+/// the concatenation (or slightly more, when a word was split across pieces).
+#[derive(Clone, Copy, Debug, Default)]
+struct Size {
+    words: usize,
+    bytes: usize,
+}
+
+impl Size {
+    fn of(text: &str) -> Size {
+        Size {
+            words: text.split_whitespace().count(),
+            bytes: text.len(),
+        }
+    }
+
+    fn plus(self, other: Size) -> Size {
+        Size {
+            words: self.words + other.words,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+
+    fn tokens(self) -> usize {
+        self.words.max(self.bytes / 4)
+    }
 }
 
 /// Which document a run indexes, and which parse it belongs to.
@@ -248,7 +299,11 @@ pub async fn index_with(
     max_tokens: usize,
     progress: &mut dyn Progress,
 ) -> Result<Indexed, IngestError> {
-    let chunks = chunk(text, format, max_tokens.max(1));
+    // Parsing is CPU work: off the async threads, so a large document cannot stall other jobs.
+    let owned = text.to_string();
+    let chunks = tokio::task::spawn_blocking(move || chunk(&owned, format, max_tokens.max(1)))
+        .await
+        .map_err(|e| IngestError::Parse(e.to_string()))?;
     let mut ids = Vec::with_capacity(chunks.len());
     let mut vectors = Vec::with_capacity(chunks.len());
     for batch in chunks.chunks(EMBED_BATCH) {
@@ -347,6 +402,31 @@ mod tests {
         let long = "word. ".repeat(100);
         let c = chunk(&long, Format::Text, 20);
         assert!(c.len() >= 5 && c.iter().all(|x| approx_tokens(x) <= 20));
+    }
+
+    #[test]
+    fn html_and_chunking_are_linear() {
+        // Many tags with multi-byte text right after them (the old code lowercased the whole
+        // rest of the document at each such tag) and many unterminated scripts.
+        let mut html = String::new();
+        for _ in 0..100_000 {
+            html.push_str("<p>é déjà vu. </p><script>x</script>");
+        }
+        let started = std::time::Instant::now();
+        let text = html_to_text(&html);
+        assert!(text.contains("déjà vu."));
+        let chunks = chunk(&html, Format::Html, 8192);
+        // (Joining paragraphs adds their "\n\n", which the size check does not count.)
+        let largest = chunks.iter().map(|c| approx_tokens(c)).max().unwrap_or(0);
+        assert!(chunks.len() > 10 && largest <= 8192 + 8, "{largest}");
+        let long_para = "a b c. ".repeat(300_000);
+        let chunks = chunk(&long_para, Format::Text, 8192);
+        assert!(chunks.len() > 10 && chunks.iter().all(|c| approx_tokens(c) <= 8192));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

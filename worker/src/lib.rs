@@ -95,6 +95,8 @@ impl Worker {
             },
             worker_id,
             common_terms: pipeline::common_terms::CommonTerms::new(),
+            delivery_limit: cfg.broker.delivery_limit,
+            faults: None,
         });
         Ok(Worker {
             cfg,
@@ -103,6 +105,15 @@ impl Worker {
             cancels,
             redis,
         })
+    }
+
+    /// Installs a fault-injection hook (end-to-end tests only; see [`pipeline::faults`]).
+    #[cfg(feature = "fault-injection")]
+    pub fn with_faults(mut self, hook: pipeline::faults::FaultHook) -> Self {
+        if let Some(p) = Arc::get_mut(&mut self.pipeline) {
+            p.faults = Some(hook);
+        }
+        self
     }
 
     /// Consumes until `shutdown` fires, then stops taking jobs and waits (bounded by the drain

@@ -233,11 +233,27 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
             &e,
         )
     })?;
-    Ok(
-        JobStream::new(sub, job.id, Instant::now() + ttl + Duration::from_secs(2))
-            .with_replay(state.control.clone())
-            .cancel_on_abandon(),
-    )
+    Ok(client_stream(
+        state,
+        JobStream::new(sub, job.id, Instant::now() + ttl + RELAY_MARGIN),
+    ))
+}
+
+/// How long after the job's deadline the relay gives up (the worker's own timeout error
+/// normally arrives first; a job that never reached a worker ends here).
+pub const RELAY_MARGIN: Duration = Duration::from_secs(1);
+
+/// A stream a client reads: gap-filled from the replay stream, part of the job's readers (a
+/// disconnect cancels the job only after the grace, and only if nobody else reads it), ended
+/// with a "resume elsewhere" event when the ingress shuts down.
+pub fn client_stream(state: &AppState, stream: JobStream) -> JobStream {
+    stream
+        .with_replay(state.control.clone())
+        .owned_by_client(
+            Duration::from_secs(state.cfg.disconnect_grace_s),
+            state.events.clone(),
+        )
+        .until_shutdown(state.shutting_down.clone())
 }
 
 pub fn stream_answer(stream: JobStream, message_id: &str, session_id: &str) -> Response {
@@ -269,6 +285,9 @@ async fn collect_answer(mut stream: JobStream, message_id: &str, session_id: &st
             Item::Failed(failure) => {
                 return ApiError::new(code::EXCEPTION, format!("**ERROR**: {}", failure.message))
                     .into_response();
+            }
+            Item::Interrupted { message } => {
+                return ApiError::unavailable(message).into_response();
             }
             Item::Delta(_) | Item::Idle | Item::Result(_) => {}
         }

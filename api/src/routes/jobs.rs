@@ -17,7 +17,7 @@ use ragq_common::bus::EventSubscriber;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::completions::{set_job_header, stream_answer};
+use super::completions::{client_stream, set_job_header, stream_answer};
 use crate::auth::Tenant;
 use crate::envelope::{ApiError, ApiResult, ok};
 use crate::relay::JobStream;
@@ -78,8 +78,10 @@ pub async fn resume(
         )
     })?;
     let deadline = Instant::now() + std::time::Duration::from_secs(state.cfg.job_deadline_s + 2);
-    // A resumed reader does not own the job's fate: leaving again does not cancel it.
-    let mut stream = JobStream::new(sub, id, deadline).with_replay(state.control.clone());
+    // A resumed reader is one of the job's readers like the first: while it reads, the job is
+    // not cancelled for the first one's disconnect; leaving again (with nobody else reading)
+    // cancels it after the grace.
+    let mut stream = client_stream(&state, JobStream::new(sub, id, deadline));
     stream.replay_from_start().await;
     let mut resp = stream_answer(stream, &message_id, &session_id);
     set_job_header(&mut resp, id);

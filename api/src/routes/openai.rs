@@ -332,6 +332,13 @@ async fn collect_answer(
                 return Ok(PyJson(StatusCode::OK, body).into_response());
             }
             Item::Failed(failure) => return Err(OpenAiError::from_failure(&failure)),
+            Item::Interrupted { message } => {
+                return Err(OpenAiError::server(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    &message,
+                ));
+            }
             Item::Delta(_) | Item::Idle | Item::Result(_) => {}
         }
     }

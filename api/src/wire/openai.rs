@@ -166,6 +166,7 @@ impl OpenAiSse {
                 Some(Bytes::from(out))
             }
             Item::Failed(failure) => Some(self.fail(&format!("**ERROR**: {}", failure.message))),
+            Item::Interrupted { message } => Some(self.fail(&format!("**ERROR**: {message}"))),
         }
     }
 

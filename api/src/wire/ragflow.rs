@@ -81,6 +81,7 @@ impl RagflowSse {
                 Some(sse_with_end(&body))
             }
             Item::Failed(failure) => Some(sse_with_end(&error_json(&failure.message))),
+            Item::Interrupted { message } => Some(sse_with_end(&interrupted_json(&message))),
         }
     }
 }
@@ -122,6 +123,16 @@ pub fn final_json(
 /// RAGFlow's in-stream error event.
 pub fn error_json(message: &str) -> Value {
     json!({"code": 500, "message": message, "data": {"answer": format!("**ERROR**: {message}"), "reference": []}})
+}
+
+/// Code of the in-stream event that ends a connection but not its job (the ingress shuts
+/// down or lost its event bus): the client resumes the job, by the id in the message and in
+/// `X-Ragq-Job-Id`, with `GET /api/v1/chats/{chat_id}/completions/{job_id}` (any ingress).
+pub const INTERRUPTED_CODE: u16 = 503;
+
+/// ragq's "resume elsewhere" event (code [`INTERRUPTED_CODE`]).
+pub fn interrupted_json(message: &str) -> Value {
+    json!({"code": INTERRUPTED_CODE, "message": message, "data": {"answer": format!("**ERROR**: {message}"), "reference": []}})
 }
 
 /// The two events RAGFlow streams for a request without `session_id`: the prologue of the new

@@ -50,6 +50,9 @@ pub struct Delivery {
     pub redelivered: bool,
     /// How many times it was delivered before this one (quorum queues count it).
     pub delivery_count: u32,
+    /// The AMQP `message_id` (the job id, as the ingress publishes it), if any: it names the
+    /// job even when the payload does not decode.
+    pub message_id: Option<String>,
     pub settle: Box<dyn Settle>,
 }
 

@@ -563,6 +563,7 @@ impl JobConsumer for RabbitConsumer {
                 Ok(d) => {
                     return Some(Ok(Delivery {
                         delivery_count: delivery_count(&d.properties),
+                        message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
                         redelivered: d.redelivered,
                         payload: d.data,
                         settle: Box::new(RabbitSettle { acker: d.acker }),

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::BusError;
 use super::endpoint::RedisEndpoint;
-use super::keys::{CANCELLED_TTL_S, REPLAY_TTL_S, cancel_channel, cancelled_key, owner_key};
+use super::keys::{
+    CANCELLED_TTL_S, REPLAY_TTL_S, cancel_channel, cancelled_key, owner_key, readers_key,
+};
 use super::replay;
 
 /// Replay reads, job ownership and cancel signals over one multiplexed, reconnecting connection.
@@ -77,6 +79,61 @@ impl RedisControl {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// Marks reader `reader` as attached to the job's stream until `ttl` from now (any ingress
+    /// process sees it; see [`readers_key`]).
+    pub async fn attach_reader(
+        &self,
+        job_id: Uuid,
+        reader: Uuid,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        let key = readers_key(&self.prefix, job_id);
+        let until = crate::now_ms() + ttl.as_millis() as i64;
+        let _: () = redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(until)
+            .arg(reader.to_string())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes reader `reader` from the job's attached readers.
+    pub async fn detach_reader(&self, job_id: Uuid, reader: Uuid) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("ZREM")
+            .arg(readers_key(&self.prefix, job_id))
+            .arg(reader.to_string())
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// How many readers are attached to the job's stream now, on every ingress process
+    /// (expired attachments are dropped first).
+    pub async fn attached_readers(&self, job_id: Uuid) -> Result<u64, BusError> {
+        let mut conn = self.conn.clone();
+        let key = readers_key(&self.prefix, job_id);
+        let (n,): (u64,) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(crate::now_ms())
+            .ignore()
+            .cmd("ZCARD")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
     }
 
     /// True while the connection answers.

@@ -32,3 +32,10 @@ pub fn owner_key(prefix: &str, job_id: Uuid) -> String {
 pub fn cancel_channel(prefix: &str) -> String {
     format!("{prefix}:cancel")
 }
+
+/// Sorted set of the readers attached to a job's stream, on any ingress process: member = reader
+/// id, score = epoch ms until which the reader counts as attached (refreshed while it reads).
+/// A disconnected client's job is cancelled only when this is empty after the grace period.
+pub fn readers_key(prefix: &str, job_id: Uuid) -> String {
+    format!("{prefix}:readers:{job_id}")
+}

@@ -17,6 +17,9 @@
 //!   channel and asks every reader to *resync*: read the job's replay stream for what it missed.
 //!   A resync request is never lost, even when the reader's buffer is full (it is a flag beside
 //!   the buffer, see [`ReaderState`]).
+//! - **Bounded outage:** when the connection stays down longer than [`DOWN_BOUND`], every
+//!   reader is closed with [`Closed::Disconnected`] (its stream ends with a clear error instead
+//!   of waiting for its deadline); streams opened after the reconnect work again.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -38,6 +41,8 @@ use super::{BusError, Closed, EventSubscriber, ReaderState, Subscription};
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// Bound on connecting and on every command of the subscriber connection.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the connection may stay down before every open reader is closed.
+pub const DOWN_BOUND: Duration = Duration::from_secs(3);
 /// Channels per `SUBSCRIBE`/`UNSUBSCRIBE` command.
 const BATCH: usize = 256;
 
@@ -104,6 +109,22 @@ impl Shared {
             .lock()
             .map(|r| r.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Closes every reader with [`Closed::Disconnected`]; returns how many there were.
+    fn close_all(&self) -> usize {
+        let Ok(mut routes) = self.routes.lock() else {
+            return 0;
+        };
+        let mut n = 0;
+        for (_, readers) in routes.drain() {
+            for r in readers {
+                r.state.close(Closed::Disconnected);
+                n += 1;
+            }
+        }
+        self.readers.fetch_sub(n, Ordering::Relaxed);
+        n
     }
 
     fn resync_all(&self) {
@@ -249,6 +270,16 @@ impl RedisSubscriber {
         self.shared.readers.load(Ordering::Relaxed)
     }
 
+    /// Open readers of one job's channel in this process.
+    pub fn readers_of(&self, job_id: Uuid) -> usize {
+        let name = channel(&self.prefix, job_id);
+        self.shared
+            .routes
+            .lock()
+            .map(|r| r.get(&name).map_or(0, Vec::len))
+            .unwrap_or(0)
+    }
+
     /// True while the connection is up (false while reconnecting).
     pub fn is_connected(&self) -> bool {
         self.shared.conn().is_some()
@@ -277,9 +308,33 @@ async fn supervise(shared: Weak<Shared>, client: redis::Client, name: String) {
         drop(s);
         tracing::warn!("redis subscriber connection lost; reconnecting");
         let mut delay = Duration::from_millis(50);
+        let lost_at = tokio::time::Instant::now();
+        let mut closed = false;
         loop {
+            if !closed && lost_at.elapsed() >= DOWN_BOUND {
+                closed = true;
+                if let Some(s) = shared.upgrade() {
+                    let n = s.close_all();
+                    tracing::warn!(
+                        streams = n,
+                        "redis subscriber down too long: open streams ended"
+                    );
+                }
+            }
             let Some(s) = shared.upgrade() else { return };
-            match reconnect(&s, &client, &name, &shared).await {
+            // An attempt that hangs (a black-holed server) must not hold up the outage bound.
+            let attempt = reconnect(&s, &client, &name, &shared);
+            let result = if closed {
+                attempt.await
+            } else {
+                let left = DOWN_BOUND.saturating_sub(lost_at.elapsed());
+                tokio::time::timeout(left.max(Duration::from_millis(1)), attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(BusError::Connection("reconnect attempt timed out".into()))
+                    })
+            };
+            match result {
                 Ok(streams) => {
                     tracing::info!(streams, "redis subscriber reconnected");
                     break;
@@ -287,7 +342,14 @@ async fn supervise(shared: Weak<Shared>, client: redis::Client, name: String) {
                 Err(e) => {
                     drop(s);
                     tracing::warn!(error = %e, "redis subscriber reconnect failed");
-                    tokio::time::sleep(delay).await;
+                    // Wake at the outage bound at the latest, to end the open streams then.
+                    let until_bound = DOWN_BOUND.saturating_sub(lost_at.elapsed());
+                    let nap = if closed {
+                        delay
+                    } else {
+                        delay.min(until_bound.max(Duration::from_millis(1)))
+                    };
+                    tokio::time::sleep(nap).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }

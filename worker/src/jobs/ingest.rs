@@ -113,6 +113,7 @@ impl From<IngestError> for ParseEnd {
             }
             IngestError::Embed(e) => StepError::Upstream(e),
             IngestError::Db(e) => StepError::Db(e),
+            IngestError::Parse(e) => StepError::Internal(e),
         })
     }
 }

@@ -29,6 +29,9 @@ pub enum StepError {
     /// The event bus is down: the client cannot be told anything, so the job is requeued.
     #[error("event bus error: {0}")]
     Bus(#[from] BusError),
+    /// Anything else that is ragq's fault (a parse task that died, …): detail for the log.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("the job's deadline passed")]
     Deadline,
     #[error("the job was cancelled")]
@@ -75,7 +78,7 @@ impl StepError {
             StepError::Upstream(e) => e.reason(),
             StepError::Deadline => ErrorReason::Timeout,
             StepError::Cancelled => ErrorReason::Cancelled,
-            StepError::Db(_) | StepError::Bus(_) => ErrorReason::Internal,
+            StepError::Db(_) | StepError::Bus(_) | StepError::Internal(_) => ErrorReason::Internal,
         }
     }
 

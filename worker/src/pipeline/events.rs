@@ -30,6 +30,11 @@ impl JobEvents {
         self.seq = seq;
     }
 
+    /// The delivery attempt these events belong to.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
     pub async fn send(&mut self, body: EventBody) -> Result<(), BusError> {
         self.seq += 1;
         let event = StreamEvent {

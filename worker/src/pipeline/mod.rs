@@ -15,7 +15,9 @@ pub mod common_terms;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod generate;
+pub mod give_up;
 pub mod persist;
 pub mod prompt;
 pub mod refine;
@@ -55,6 +57,10 @@ pub struct Pipeline {
     pub worker_id: String,
     /// Search words too common to query alone (cached from PostgreSQL's statistics).
     pub common_terms: common_terms::CommonTerms,
+    /// The queue's `x-delivery-limit`: a delivery whose count reached it is the job's last.
+    pub delivery_limit: u32,
+    /// Test-only fault injection; always `None` in production (see [`faults`]).
+    pub faults: Option<faults::FaultHook>,
 }
 
 impl Pipeline {
@@ -62,16 +68,17 @@ impl Pipeline {
     /// Runs a job to its terminal event. `attempt` counts earlier deliveries of the same job
     /// (0 = first delivery); a later attempt replays or regenerates.
     pub async fn run(&self, job: &Job, attempt: u32, cancel: CancellationToken) -> Outcome {
-        let redelivered = attempt > 0;
         let mut events = JobEvents::new(self.bus.clone(), job.id, attempt);
         let remaining = job.remaining_ms();
         let result = if remaining <= 0 {
             Err(StepError::Deadline)
+        } else if let Err(e) = self.injected(faults::FaultPoint::Start, job, attempt).await {
+            Err(e)
         } else {
             let work = async {
                 match job.kind {
                     JobKind::Chat | JobKind::OpenaiChat => {
-                        self.answer(job, redelivered, &mut events, &cancel).await
+                        self.answer(job, attempt, &mut events, &cancel).await
                     }
                     JobKind::Retrieval => crate::jobs::retrieval::run(self, job, &mut events).await,
                     JobKind::Ingest => crate::jobs::ingest::run(self, job, &cancel).await,
@@ -81,6 +88,13 @@ impl Pipeline {
                 Ok(r) => r,
                 Err(_) => Err(StepError::Deadline),
             }
+        };
+        let result = match result {
+            // Once the turn is saved the answer stands, deadline or not: send it.
+            Err(StepError::Deadline) if job.kind == JobKind::Chat && job.session_id.is_some() => {
+                self.saved_answer_past_deadline(job, &mut events).await
+            }
+            r => r,
         };
         match result {
             Ok(()) => Outcome::Finished,
@@ -100,13 +114,56 @@ impl Pipeline {
         }
     }
 
+    /// The deadline passed: if the turn was saved meanwhile (between save and `done`), the
+    /// client gets it with `done`; otherwise the deadline stands.
+    async fn saved_answer_past_deadline(
+        &self,
+        job: &Job,
+        events: &mut JobEvents,
+    ) -> Result<(), StepError> {
+        let found =
+            tokio::time::timeout(Duration::from_secs(2), persist::find(&self.db, job)).await;
+        let Ok(Ok(Some(saved))) = found else {
+            return Err(StepError::Deadline);
+        };
+        tracing::info!(job = %job.id, "deadline passed after the turn was saved: sending it");
+        events
+            .send(EventBody::Done(Box::new(saved_done(saved))))
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the test-only fault hook, if any (see [`faults`]); never fails in production.
+    async fn injected(
+        &self,
+        point: faults::FaultPoint,
+        job: &Job,
+        attempt: u32,
+    ) -> Result<(), StepError> {
+        let Some(hook) = &self.faults else {
+            return Ok(());
+        };
+        match hook(point, job, attempt) {
+            faults::Fault::None => Ok(()),
+            faults::Fault::Panic => panic!("injected fault: job {} panics", job.id),
+            faults::Fault::BusFailure => Err(StepError::Bus(
+                ragq_common::bus::BusError::Connection("injected fault: publish failed".into()),
+            )),
+            faults::Fault::Delay(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        }
+    }
+
     async fn answer(
         &self,
         job: &Job,
-        redelivered: bool,
+        attempt: u32,
         events: &mut JobEvents,
         cancel: &CancellationToken,
     ) -> Result<(), StepError> {
+        let redelivered = attempt > 0;
         let started = Instant::now();
         let queued = queued_ms(job);
         if cancel.is_cancelled() {
@@ -120,7 +177,13 @@ impl Pipeline {
             }
             events.send(EventBody::Reset).await?;
         }
-        let ctx = context::load(&self.db, &self.secrets, job).await?;
+        // Every step before generation observes the cancel too: a job stopped there is saved
+        // as a stopped, empty turn and ends with `done` at once.
+        let Some(ctx) = until_cancelled(cancel, context::load(&self.db, &self.secrets, job)).await
+        else {
+            return self.stopped_early(job, events).await;
+        };
+        let ctx = ctx?;
         let loaded = started.elapsed();
 
         let quote = job.options.quote.unwrap_or_else(|| ctx.chat.quote());
@@ -129,13 +192,16 @@ impl Pipeline {
         // A follow-up question is searched for as the standalone question it stands for.
         let search_question =
             if has_knowledge && ctx.chat.refine_multiturn() && !ctx.history.is_empty() {
-                refine::refine(
+                let refined = refine::refine(
                     model.clone(),
                     &ctx.history,
                     &job.question,
                     self.limits.first_token,
-                )
-                .await
+                );
+                match until_cancelled(cancel, refined).await {
+                    Some(q) => q,
+                    None => return self.stopped_early(job, events).await,
+                }
             } else {
                 job.question.clone()
             };
@@ -154,15 +220,19 @@ impl Pipeline {
                     vector_similarity_weight: ctx.chat.vector_similarity_weight,
                     document_ids: Vec::new(),
                 };
-                retrieve::retrieve(
+                // Retrieval includes the embedding and rerank calls: dropped on cancel.
+                let retrieved = retrieve::retrieve(
                     &self.db,
                     &self.common_terms,
                     embedder,
                     reranker,
                     &params,
                     &search_question,
-                )
-                .await?
+                );
+                match until_cancelled(cancel, retrieved).await {
+                    Some(r) => r?,
+                    None => return self.stopped_early(job, events).await,
+                }
             }
             _ => Reference::default(),
         };
@@ -264,6 +334,13 @@ impl Pipeline {
         .await
     }
 
+    /// A cancel before generation: an empty answer, saved as stopped, then `done`.
+    async fn stopped_early(&self, job: &Job, events: &mut JobEvents) -> Result<(), StepError> {
+        tracing::info!(job = %job.id, "cancelled before generation");
+        self.finish(job, events, "", "", None, String::new(), 0, true)
+            .await
+    }
+
     /// Saves the turn, then publishes `done`: a client that sees `done` and asks again finds the
     /// turn in the history.
     #[allow(clippy::too_many_arguments)]
@@ -284,6 +361,8 @@ impl Pipeline {
             persist::Status::Done
         };
         persist::save(&self.db, job, answer, reference, status, &self.worker_id).await?;
+        self.injected(faults::FaultPoint::AfterSave, job, events.attempt())
+            .await?;
         let done = Done {
             message_id: job.message_id.clone(),
             answer: answer.to_string(),
@@ -311,6 +390,33 @@ fn queued_ms(job: &Job) -> Option<i64> {
     Some(chrono::Utc::now().timestamp_millis() - created_ms)
 }
 
+/// Runs `fut` unless the job is cancelled first (`None`: cancelled, `fut` dropped).
+async fn until_cancelled<T>(
+    cancel: &CancellationToken,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => None,
+        r = fut => Some(r),
+    }
+}
+
+/// The `done` event of a saved turn.
+fn saved_done(saved: persist::SavedTurn) -> Done {
+    Done {
+        usage: Usage {
+            prompt_tokens: 0,
+            completion_tokens: approx_tokens(&saved.answer) as u64,
+        },
+        message_id: saved.message_id,
+        answer: saved.answer,
+        prompt: String::new(),
+        created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+        stopped: saved.status == "stopped",
+    }
+}
+
 /// Re-sends a turn saved by an earlier attempt of the same job.
 async fn replay(events: &mut JobEvents, saved: persist::SavedTurn) -> Result<(), StepError> {
     events.send(EventBody::Reset).await?;
@@ -324,18 +430,9 @@ async fn replay(events: &mut JobEvents, saved: persist::SavedTurn) -> Result<(),
     {
         events.send(EventBody::Reference { reference }).await?;
     }
-    let done = Done {
-        message_id: saved.message_id,
-        answer: saved.answer.clone(),
-        prompt: String::new(),
-        created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
-        usage: Usage {
-            prompt_tokens: 0,
-            completion_tokens: approx_tokens(&saved.answer) as u64,
-        },
-        stopped: saved.status == "stopped",
-    };
-    events.send(EventBody::Done(Box::new(done))).await?;
+    events
+        .send(EventBody::Done(Box::new(saved_done(saved))))
+        .await?;
     Ok(())
 }
 

@@ -112,7 +112,7 @@ impl ChatModel for OpenAiChat {
                         Some(Ok(chunk)) => {
                             let mut text = String::new();
                             let mut error = None;
-                            lines.push(&chunk, |data| {
+                            let pushed = lines.push(&chunk, |data| {
                                 // Payloads after `[DONE]` in the same read are not part
                                 // of the answer.
                                 if finished {
@@ -133,6 +133,9 @@ impl ChatModel for OpenAiChat {
                                     Err(e) => error = Some(ProviderError::Decode(e.to_string())),
                                 }
                             });
+                            if let Err(e) = pushed {
+                                error.get_or_insert(ProviderError::Decode(e.to_string()));
+                            }
                             // Everything decoded from one read goes out as one delta.
                             if !text.is_empty() {
                                 pending.push_back(Ok(text));

@@ -1,0 +1,34 @@
+//! Fault injection for the end-to-end tests: a hook the pipeline consults at a few points. In
+//! production no hook is ever installed (nothing in a job, its payload or the configuration
+//! can install one); only code that builds a [`Worker`](crate::Worker) in-process with the
+//! `fault-injection` feature can, through `Worker::with_faults`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ragq_common::job::Job;
+
+/// Where the pipeline asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Before the job runs.
+    Start,
+    /// After the turn was saved, before `done` is published.
+    AfterSave,
+}
+
+/// What happens there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing.
+    None,
+    /// The job's task panics.
+    Panic,
+    /// Publishing the job's events fails (as when Redis is unreachable).
+    BusFailure,
+    /// The step takes this much longer.
+    Delay(Duration),
+}
+
+/// Decides, per job, delivery attempt and point, which fault happens.
+pub type FaultHook = Arc<dyn Fn(FaultPoint, &Job, u32) -> Fault + Send + Sync>;
