@@ -87,6 +87,8 @@ pub struct EnvOptions {
     pub sim_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// `RAGQ_EXTRA_CA_FILE` of the api and workers.
     pub extra_ca_file: Option<PathBuf>,
+    /// Appended to the database URL of every process, e.g. `?sslmode=require`.
+    pub db_url_query: &'static str,
     /// The api's `RAGQ_DISCONNECT_GRACE_S` (short here: tests wait for it).
     pub disconnect_grace_s: u64,
     /// The api's `RAGQ_SHUTDOWN_GRACE_S`.
@@ -111,6 +113,7 @@ impl Default for EnvOptions {
             amqp_url: None,
             sim_tls: None,
             extra_ca_file: None,
+            db_url_query: "",
             disconnect_grace_s: 2,
             shutdown_grace_s: 30,
             delivery_limit: 5,
@@ -198,7 +201,7 @@ impl TestEnv {
             .await
             .expect("create db");
         admin.close().await;
-        let db_url = format!("{}/{db_name}", pg_admin_url());
+        let db_url = format!("{}/{db_name}{}", pg_admin_url(), opts.db_url_query);
         let queue_prefix = format!("test.{id}");
         let sim = match &opts.sim_tls {
             Some(tls) => ragq_sim::spawn_tls(opts.sim, tls.clone()).await,
