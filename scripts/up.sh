@@ -6,6 +6,8 @@
 #
 # Environment:
 #   RAGQ_WORKERS=1            number of workers
+#   RAGQ_APIS=1               number of api processes (ports from RAGQ_API_ADDR's up; one
+#                             Redis subscriber each, any replica resumes any stream)
 #   RAGQ_API_ADDR=127.0.0.1:9380
 #   RAGQ_SIM_ADDR=127.0.0.1:9390 (plus RAGQ_SIM_* latencies, default workload W1)
 #   RAGQ_UPSTREAM_URL=        e.g. http://127.0.0.1:8000/v1 — use this server instead of the simulator
@@ -24,6 +26,7 @@ ensure_cargo
 ensure_services
 
 WORKERS=${RAGQ_WORKERS:-1}
+APIS=${RAGQ_APIS:-1}
 API_ADDR=${RAGQ_API_ADDR:-127.0.0.1:9380}
 SIM_ADDR=${RAGQ_SIM_ADDR:-127.0.0.1:9390}
 DB_NAME=${RAGQ_DB_NAME:-ragq}
@@ -71,10 +74,16 @@ else
 fi
 
 RAGQ_API_ADDR=$API_ADDR start api "$BIN/ragq-api"
+API_URLS=http://$API_ADDR
+for i in $(seq 2 "$APIS"); do
+  addr=${API_ADDR%:*}:$((${API_ADDR##*:} + i - 1))
+  RAGQ_API_ADDR=$addr RAGQ_INSTANCE=ragq-api-$i start "api-$i" "$BIN/ragq-api"
+  API_URLS="$API_URLS http://$addr"
+done
 for i in $(seq 1 "$WORKERS"); do
   RAGQ_WORKER_ID=worker-$i RAGQ_WORKER_HEALTH_ADDR=127.0.0.1:$((9400 + i)) start "worker-$i" "$BIN/ragq-worker"
 done
-wait_for 30 api curl -sf "http://$API_ADDR/readyz"
+for url in $API_URLS; do wait_for 30 api curl -sf "$url/readyz"; done
 
 # Demo data: reuse it when run.env names a chat that still exists.
 reuse=
@@ -107,9 +116,12 @@ RAGQ_TENANT_ID=$RAGQ_TENANT_ID
 RAGQ_DATASET_ID=$RAGQ_DATASET_ID
 ENV
 fi
+# Every api replica of this run (any of them serves any request and resumes any stream).
+sed -i '/^RAGQ_API_URLS=/d' "$STATE/run.env"
+echo "RAGQ_API_URLS=\"$API_URLS\"" >>"$STATE/run.env"
 # shellcheck disable=SC1091
 source "$STATE/run.env"
-log "ragq is up: api $RAGQ_API_URL, $WORKERS worker(s); settings in .ragq/run.env, logs in .ragq/logs/"
+log "ragq is up: api $API_URLS, $WORKERS worker(s); settings in .ragq/run.env, logs in .ragq/logs/"
 SESSION=$(curl -s -X POST "$RAGQ_API_URL/api/v1/chats/$RAGQ_CHAT_ID/sessions" -H "Authorization: Bearer $RAGQ_API_KEY" \
   -H 'Content-Type: application/json' -d '{"name":"try"}' | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p')
 cat <<TRY
