@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use futures::StreamExt;
 use ragq_api::{Api, ApiConfig};
 use ragq_common::bus::subscriber::RedisSubscriber;
 use ragq_common::secret::{SecretKey, SecretKeys};
@@ -562,6 +563,50 @@ impl TestEnv {
         let v: Value = serde_json::from_str(&body).expect("json");
         assert_eq!(v["code"], 0, "{body}");
         v["data"]["id"].as_str().expect("session id").to_string()
+    }
+
+    /// Starts a streamed RAGFlow completion; returns the response once its headers arrived
+    /// (status 200 asserted), with the body unread.
+    pub async fn start_stream(
+        &self,
+        chat_id: &str,
+        session_id: &str,
+        question: &str,
+    ) -> reqwest::Response {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/chats/{chat_id}/completions", self.url))
+            .header("Authorization", self.auth())
+            .json(&json!({"question": question, "stream": true, "session_id": session_id}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        resp
+    }
+
+    /// Resumes a job's stream (`GET …/completions/{job_id}`) and reads it to its end, each read
+    /// bounded by 5 s; returns the parsed `data:` events.
+    pub async fn resume(&self, chat_id: &str, job_id: &str) -> Vec<Value> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/api/v1/chats/{chat_id}/completions/{job_id}",
+                self.url
+            ))
+            .header("Authorization", self.auth())
+            .send()
+            .await
+            .expect("resume request");
+        let mut body = resp.bytes_stream();
+        let mut text = String::new();
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("the resumed stream ends")
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("body")));
+        }
+        parse_sse(&text)
     }
 
     /// Asks with `stream: true`; returns the parsed `data:` events in order.

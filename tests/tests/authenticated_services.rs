@@ -7,7 +7,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ragq_tests::{EnvOptions, TestEnv, parse_sse};
 use serde_json::{Value, json};
 
@@ -69,18 +68,7 @@ impl Drop for OwnRedis {
 async fn answer_resume_and_stop(env: &TestEnv) {
     // A full streamed answer.
     let session = env.create_session(&env.chat_id).await;
-    let resp = env
-        .http
-        .post(format!(
-            "{}/api/v1/chats/{}/completions",
-            env.url, env.chat_id
-        ))
-        .header("Authorization", env.auth())
-        .json(&json!({"question": QUESTION, "stream": true, "session_id": session}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = env.start_stream(&env.chat_id, &session, QUESTION).await;
     let job_id = resp.headers()["x-ragq-job-id"]
         .to_str()
         .unwrap()
@@ -95,38 +83,13 @@ async fn answer_resume_and_stop(env: &TestEnv) {
     assert!(answer.contains("five attempts"), "{answer}");
 
     // Its resume, from the replay stream.
-    let resumed = env
-        .http
-        .get(format!(
-            "{}/api/v1/chats/{}/completions/{job_id}",
-            env.url, env.chat_id
-        ))
-        .header("Authorization", env.auth())
-        .send()
-        .await
-        .unwrap();
-    let mut body = resumed.bytes_stream();
-    let mut text = String::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), body.next())
-        .await
-        .expect("resume ends")
-    {
-        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-    }
-    let resumed = parse_sse(&text);
+    let resumed = env.resume(&env.chat_id, &job_id).await;
     assert_eq!(resumed[resumed.len() - 2]["data"]["answer"], answer);
 
     // Stop: a slow answer ends at once, the model's stream is dropped.
     let slow = env.chat_with_model("slow", "sim-long").await;
     let session = env.create_session(&slow).await;
-    let mut resp = env
-        .http
-        .post(format!("{}/api/v1/chats/{slow}/completions", env.url))
-        .header("Authorization", env.auth())
-        .json(&json!({"question": QUESTION, "stream": true, "session_id": session}))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = env.start_stream(&slow, &session, QUESTION).await;
     let job_id = resp.headers()["x-ragq-job-id"]
         .to_str()
         .unwrap()
