@@ -104,7 +104,14 @@ pub async fn create(
         .bind(prompt_chars)
         .execute(&mut *tx)
         .await?;
-        jobs.push(line_job(b.tenant_id, b.chat_id, batch_id, line_id, l, expires_at.timestamp_millis()));
+        jobs.push(line_job(
+            b.tenant_id,
+            b.chat_id,
+            batch_id,
+            line_id,
+            l,
+            expires_at.timestamp_millis(),
+        ));
     }
     tx.commit().await?;
     Ok(jobs)

@@ -39,7 +39,10 @@ impl JobEvents {
 
     /// The captured events (empty unless made by [`Self::capture`]).
     pub fn take(&mut self) -> Vec<EventBody> {
-        self.captured.as_mut().map(std::mem::take).unwrap_or_default()
+        self.captured
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Continues the numbering after `seq` (a redelivered job, after the earlier attempt's events).
