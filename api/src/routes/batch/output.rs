@@ -47,7 +47,11 @@ pub async fn compose(
     .await?;
     let mut out = Vec::new();
     for r in rows {
-        let result = r.result.as_ref().map(|j| j.0.clone()).unwrap_or(Value::Null);
+        let result = r
+            .result
+            .as_ref()
+            .map(|j| j.0.clone())
+            .unwrap_or(Value::Null);
         let (status_code, body) = if status == "completed" {
             (200, completion(&r, &result))
         } else {
