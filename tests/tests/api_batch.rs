@@ -427,3 +427,85 @@ async fn cancel_mid_run_keeps_partial_results() {
     println!("cancelled with {completed}/20 answered");
     env.stop().await;
 }
+
+/// Waits until `n` consumers read the batch lane.
+async fn wait_for_batch_consumers(env: &TestEnv, n: u32) {
+    let conn = lapin::Connection::connect(
+        &ragq_tests::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("amqp");
+    let ch = conn.create_channel().await.expect("channel");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = ch
+            .queue_declare(
+                format!("{}.jobs.batch", env.queue_prefix).into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .expect("declare");
+        if q.consumer_count() >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "workers never consumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// kill -9 of one of two worker processes while it answers batch lines: its unacked lines are
+/// redelivered, claimed again and answered once; the output has every custom_id exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_killed_mid_batch_loses_and_doubles_nothing() {
+    let env = TestEnv::start(EnvOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let chat = env.chat_with_model("slow", "sim-slow").await;
+    let mut victim = env.spawn_worker_process("victim");
+    let mut survivor = env.spawn_worker_process("survivor");
+    wait_for_batch_consumers(&env, 2).await;
+    let lines: Vec<Value> = (0..20).map(|i| line(&format!("k-{i}"), true)).collect();
+    let batch = start_batch(&env, &chat, &jsonl(&lines)).await;
+    let id = batch["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    victim.kill().expect("SIGKILL");
+    let _ = victim.wait();
+    let end = wait_for(&env, &chat, &id, &["completed"], Duration::from_secs(120)).await;
+    assert_eq!(
+        end["request_counts"],
+        json!({"total": 20, "completed": 20, "failed": 0}),
+        "{end}"
+    );
+    let out = content(&env, &chat, end["output_file_id"].as_str().unwrap()).await;
+    assert_eq!(out.len(), 20);
+    let c = counts(&out);
+    assert!(
+        (0..20).all(|i| c.get(&format!("k-{i}")) == Some(&1)),
+        "{c:?}"
+    );
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT attempts FROM batch_lines WHERE batch_id = $1")
+            .bind(&id)
+            .fetch_all(&env.db)
+            .await
+            .expect("attempts");
+    let retried = attempts.iter().filter(|&&a| a > 1).count();
+    println!(
+        "kill -9 mid-batch: 20/20 answered once, {retried} lines claimed again after the kill"
+    );
+    assert!(
+        retried >= 1,
+        "the victim held lines when it died: {attempts:?}"
+    );
+    survivor.kill().expect("kill");
+    let _ = survivor.wait();
+    env.stop().await;
+}
