@@ -335,12 +335,7 @@ fn validate(content: &[u8]) -> Result<Vec<LineRequest>, Vec<Value>> {
                 history: r.history,
                 question: r.question,
             }),
-            Err(e) => error(
-                line_no,
-                e.code,
-                e.param.map(|p| p).or(Some("body")),
-                e.message,
-            ),
+            Err(e) => error(line_no, e.code, e.param.or(Some("body")), e.message),
         }
     }
     if errors.is_empty() {
