@@ -33,6 +33,11 @@ pub struct ApiConfig {
     #[arg(long, env = "RAGQ_MAX_UPLOAD_BYTES", default_value_t = 10 << 20,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     pub max_upload_bytes: u64,
+    /// Most lines an OpenAI batch input file may have (`POST …/files`, `purpose=batch`); its
+    /// size is bounded by `RAGQ_MAX_UPLOAD_BYTES`.
+    #[arg(long, env = "RAGQ_BATCH_MAX_LINES", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch_max_lines: u32,
     /// Open streams above which new jobs are refused with 429 + Retry-After.
     #[arg(long, env = "RAGQ_MAX_OPEN_STREAMS", default_value_t = 20_000)]
     pub max_open_streams: usize,

@@ -117,7 +117,8 @@ impl Api {
         let state_grace_s = self.state.cfg.shutdown_grace_s;
         let shutting_down = self.state.shutting_down.clone();
         let open_streams = self.state.events.clone();
-        let upload = routes::documents::upload_router(self.state.clone());
+        let upload = routes::documents::upload_router(self.state.clone())
+            .merge(routes::batch::files::upload_router(self.state.clone()));
         let app = routes::router(self.state)
             .layer(RequestBodyLimitLayer::new(max_body))
             // Document uploads have their own, larger limit: merged after the global one.

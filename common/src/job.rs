@@ -23,6 +23,10 @@ pub enum JobKind {
     /// Parse documents (chunk, embed, index) — `POST /api/v1/datasets/{id}/chunks`. Travels on
     /// [`Lane::Ingest`]; progress is written to the `documents` table, no event is awaited.
     Ingest,
+    /// One line of an OpenAI batch (`POST …/batches`): answered like `openai_chat`, but the
+    /// result is written to `batch_lines` instead of the event bus. Travels on [`Lane::Batch`];
+    /// parameters in [`crate::batch::LineParams`].
+    BatchLine,
 }
 
 /// Which queue a job travels on. Interactive and batch work never share a queue, so batch work

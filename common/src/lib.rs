@@ -10,9 +10,11 @@
 //! - [`db`]: PostgreSQL pool and embedded migrations; [`auth`]: API key generation and hashing.
 //! - [`config`]: `RAGQ_*` settings shared by the binaries; [`telemetry`]: logging.
 //! - [`text`]: tokenizer and the local hashing embedder.
+//! - [`batch`]: the OpenAI batch state machine shared by the ingress, workers and CLI.
 //! - [`model`]: model kinds and providers; [`secret`]: model API keys encrypted at rest.
 
 pub mod auth;
+pub mod batch;
 pub mod broker;
 pub mod bus;
 pub mod chat_defaults;

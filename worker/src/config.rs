@@ -29,6 +29,19 @@ pub struct WorkerConfig {
     #[arg(long, env = "RAGQ_INGEST_PREFETCH", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub ingest_prefetch: u16,
+    /// Batch lines in flight at once (batch lane prefetch): kept small so batch work never
+    /// takes the capacity interactive chats need.
+    #[arg(long, env = "RAGQ_BATCH_PREFETCH", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_prefetch: u16,
+    /// Batch lines of one tenant answered at once by this worker.
+    #[arg(long, env = "RAGQ_BATCH_TENANT_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_tenant_concurrency: u16,
+    /// First backoff after the model answers a batch line with HTTP 429, in ms (doubled per
+    /// retry, at most 30 s, 6 retries).
+    #[arg(long, env = "RAGQ_BATCH_BACKOFF_MS", default_value_t = 500)]
+    pub batch_backoff_ms: u64,
     /// Address for `/healthz` and `/readyz` (unset: no health server).
     #[arg(long, env = "RAGQ_WORKER_HEALTH_ADDR")]
     pub health_addr: Option<std::net::SocketAddr>,

@@ -96,6 +96,11 @@ impl Worker {
             worker_id,
             common_terms: pipeline::common_terms::CommonTerms::new(),
             delivery_limit: cfg.broker.delivery_limit,
+            batch: jobs::batch_line::BatchLimits::new(
+                usize::from(cfg.batch_tenant_concurrency),
+                Duration::from_millis(cfg.batch_backoff_ms),
+                6,
+            ),
             faults: None,
         });
         Ok(Worker {
@@ -139,10 +144,10 @@ impl Worker {
         let mut lanes = Vec::new();
         for lane in Lane::ALL {
             let tag = format!("{}-{}", self.pipeline.worker_id, lane.as_str());
-            let prefetch = if lane == Lane::Ingest {
-                self.cfg.ingest_prefetch
-            } else {
-                self.cfg.prefetch
+            let prefetch = match lane {
+                Lane::Interactive => self.cfg.prefetch,
+                Lane::Batch => self.cfg.batch_prefetch,
+                Lane::Ingest => self.cfg.ingest_prefetch,
             };
             // The first subscription must work (a bad configuration fails fast); later ones are
             // retried by the lane's supervisor loop.

@@ -1,5 +1,6 @@
 //! HTTP routes, one module per resource.
 
+pub mod batch;
 pub mod chats;
 pub mod chunks;
 pub mod completions;
@@ -13,6 +14,8 @@ pub mod sessions;
 
 use axum::Router;
 use axum::routing::{get, post, put};
+
+use batch::{batches, files};
 
 use crate::envelope::ApiError;
 use crate::state::AppState;
@@ -51,6 +54,27 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/chats_openai/{chat_id}/chat/completions",
             post(openai::chat_completions),
+        )
+        // POST and GET `…/files` are `batch::files::upload_router` (its own body limit).
+        .route(
+            "/api/v1/chats_openai/{chat_id}/files/{file_id}",
+            get(files::get_file).delete(files::delete),
+        )
+        .route(
+            "/api/v1/chats_openai/{chat_id}/files/{file_id}/content",
+            get(files::content),
+        )
+        .route(
+            "/api/v1/chats_openai/{chat_id}/batches",
+            post(batches::create).get(batches::list_batches),
+        )
+        .route(
+            "/api/v1/chats_openai/{chat_id}/batches/{batch_id}",
+            get(batches::get),
+        )
+        .route(
+            "/api/v1/chats_openai/{chat_id}/batches/{batch_id}/cancel",
+            post(batches::cancel),
         )
         .route(
             "/api/v1/datasets",

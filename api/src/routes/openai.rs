@@ -63,20 +63,20 @@ use openai::{OpenAiError, OpenAiSse};
 
 /// A validated request.
 #[derive(Debug, PartialEq)]
-struct Request {
-    model: String,
-    stream: bool,
-    reference: bool,
+pub(crate) struct Request {
+    pub(crate) model: String,
+    pub(crate) stream: bool,
+    pub(crate) reference: bool,
     /// The conversation before the last user message (system and leading assistant messages
     /// already dropped).
-    history: Vec<ChatMessage>,
+    pub(crate) history: Vec<ChatMessage>,
     /// The last user message.
-    question: String,
+    pub(crate) question: String,
 }
 
 /// Step 1 (before auth, as RAGFlow's `validate_request`): a JSON object with `model` and
 /// `messages`.
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, OpenAiError> {
+pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, OpenAiError> {
     let obj = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -114,7 +114,10 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, OpenAiError> {
 
 /// Step 2: the API key of `Authorization: <scheme> <key>` (the scheme word is not checked, as
 /// RAGFlow), mapped to its tenant.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, OpenAiError> {
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<String, OpenAiError> {
     let Some(header) = headers.get(AUTHORIZATION) else {
         return Err(OpenAiError::unauthorized("`Authorization` can't be empty"));
     };
@@ -143,7 +146,7 @@ fn opt_bool(v: Option<&Value>, name: &'static str) -> Result<Option<bool>, OpenA
 }
 
 /// Step 3: the fields and the conversation.
-fn parse_request(obj: &Map<String, Value>) -> Result<Request, OpenAiError> {
+pub(crate) fn parse_request(obj: &Map<String, Value>) -> Result<Request, OpenAiError> {
     let model = match obj.get("model") {
         Some(Value::String(s)) => s.clone(),
         _ => {

@@ -104,7 +104,7 @@ struct ContextRow {
 pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContext, StepError> {
     // OpenAI requests carry their history in the job; RAGFlow ones read the session's turns.
     let session_id = match job.kind {
-        JobKind::OpenaiChat => None,
+        JobKind::OpenaiChat | JobKind::BatchLine => None,
         _ => job.session_id.as_deref(),
     };
     let row = sqlx::query_as::<_, ContextRow>(
@@ -145,7 +145,7 @@ pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContex
         )));
     };
     let history = match job.kind {
-        JobKind::OpenaiChat => turns_from_messages(&job.messages),
+        JobKind::OpenaiChat | JobKind::BatchLine => turns_from_messages(&job.messages),
         _ => history.0,
     };
     let models = models.0.into_iter().filter(|m| match m.kind.as_str() {

@@ -1,5 +1,6 @@
 //! Numbered events for one job: every `send` gets the next `seq` (1, 2, 3 …, no gaps), tagged
-//! with the delivery attempt that produced it.
+//! with the delivery attempt that produced it. A batch line's events are captured in memory
+//! instead ([`JobEvents::capture`]): nobody listens on the bus for them.
 
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ pub struct JobEvents {
     job_id: Uuid,
     seq: u64,
     attempt: u32,
+    /// `Some`: keep the events here instead of publishing them (deltas are dropped).
+    captured: Option<Vec<EventBody>>,
 }
 
 impl JobEvents {
@@ -22,7 +25,24 @@ impl JobEvents {
             job_id,
             seq: 0,
             attempt,
+            captured: None,
         }
+    }
+
+    /// Events kept in memory, never published (batch lines); read them with [`Self::take`].
+    pub fn capture(bus: Arc<dyn EventPublisher>, job_id: Uuid) -> Self {
+        JobEvents {
+            captured: Some(Vec::new()),
+            ..Self::new(bus, job_id, 0)
+        }
+    }
+
+    /// The captured events (empty unless made by [`Self::capture`]).
+    pub fn take(&mut self) -> Vec<EventBody> {
+        self.captured
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Continues the numbering after `seq` (a redelivered job, after the earlier attempt's events).
@@ -37,6 +57,12 @@ impl JobEvents {
 
     pub async fn send(&mut self, body: EventBody) -> Result<(), BusError> {
         self.seq += 1;
+        if let Some(captured) = &mut self.captured {
+            if !matches!(body, EventBody::Delta { .. }) {
+                captured.push(body);
+            }
+            return Ok(());
+        }
         let event = StreamEvent {
             seq: self.seq,
             attempt: self.attempt,

@@ -59,6 +59,8 @@ pub struct Pipeline {
     pub common_terms: common_terms::CommonTerms,
     /// The queue's `x-delivery-limit`: a delivery whose count reached it is the job's last.
     pub delivery_limit: u32,
+    /// Per-tenant concurrency and 429 backoff of batch lines (see `jobs::batch_line`).
+    pub batch: crate::jobs::batch_line::BatchLimits,
     /// Test-only fault injection; always `None` in production (see [`faults`]).
     pub faults: Option<faults::FaultHook>,
 }
@@ -68,6 +70,10 @@ impl Pipeline {
     /// Runs a job to its terminal event. `attempt` counts earlier deliveries of the same job
     /// (0 = first delivery); a later attempt replays or regenerates.
     pub async fn run(&self, job: &Job, attempt: u32, cancel: CancellationToken) -> Outcome {
+        if job.kind == JobKind::BatchLine {
+            // No events: the result goes to `batch_lines` (see `jobs::batch_line`).
+            return crate::jobs::batch_line::run(self, job, cancel).await;
+        }
         let mut events = JobEvents::new(self.bus.clone(), job.id, attempt);
         let remaining = job.remaining_ms();
         let result = if remaining <= 0 {
@@ -82,6 +88,7 @@ impl Pipeline {
                     }
                     JobKind::Retrieval => crate::jobs::retrieval::run(self, job, &mut events).await,
                     JobKind::Ingest => crate::jobs::ingest::run(self, job, &cancel).await,
+                    JobKind::BatchLine => Ok(()),
                 }
             };
             match tokio::time::timeout(Duration::from_millis(remaining as u64), work).await {
@@ -156,7 +163,7 @@ impl Pipeline {
         }
     }
 
-    async fn answer(
+    pub(crate) async fn answer(
         &self,
         job: &Job,
         attempt: u32,
