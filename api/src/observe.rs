@@ -117,9 +117,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
 
 /// `GET /metrics`: the process's metrics in Prometheus text format.
 pub async fn metrics_page(State(state): State<AppState>) -> impl IntoResponse {
-    METRICS
-        .open_streams
-        .set(state.events.open_streams() as f64);
+    METRICS.open_streams.set(state.events.open_streams() as f64);
     m::record_db_pool(m::ROLE_API, &state.db);
     (
         [(axum::http::header::CONTENT_TYPE, m::CONTENT_TYPE)],

@@ -13,8 +13,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::PrometheusBuilder;
+pub use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 /// Histogram buckets, in seconds: 5 ms to 60 s.
@@ -67,7 +67,9 @@ pub fn install() -> PrometheusHandle {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed: ragq's metrics are not exported");
+                tracing::warn!(
+                    "a metrics recorder was already installed: ragq's metrics are not exported"
+                );
             } else {
                 describe();
             }
@@ -96,12 +98,16 @@ pub fn record_db_pool(role: &'static str, pool: &PgPool) {
     metrics::gauge!(DB_POOL_CONNECTIONS, "role" => role, "state" => "in_use")
         .set(f64::from(size - idle));
     metrics::gauge!(DB_POOL_CONNECTIONS, "role" => role, "state" => "idle").set(f64::from(idle));
-    metrics::gauge!(DB_POOL_MAX, "role" => role).set(f64::from(pool.options().get_max_connections()));
+    metrics::gauge!(DB_POOL_MAX, "role" => role)
+        .set(f64::from(pool.options().get_max_connections()));
 }
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by matched route and status");
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by matched route and status"
+    );
     describe_histogram!(
         TTFC,
         Unit::Seconds,
@@ -109,8 +115,14 @@ fn describe() {
     );
     describe_gauge!(OPEN_STREAMS, "Job event streams open on this ingress");
     describe_counter!(EVENTS_RELAYED, "Job events relayed to clients");
-    describe_counter!(JOBS_PUBLISHED, "Jobs published to the broker (confirmed), by kind");
-    describe_counter!(ADMISSION_REJECTIONS, "Requests refused with 429 by admission control");
+    describe_counter!(
+        JOBS_PUBLISHED,
+        "Jobs published to the broker (confirmed), by kind"
+    );
+    describe_counter!(
+        ADMISSION_REJECTIONS,
+        "Requests refused with 429 by admission control"
+    );
     describe_gauge!(QUEUE_DEPTH, "Jobs waiting in a lane's queue");
     describe_gauge!(QUEUE_CONSUMERS, "Consumers subscribed to a lane's queue");
     describe_gauge!(DB_POOL_CONNECTIONS, "PostgreSQL pool connections by state");
@@ -123,10 +135,22 @@ fn describe() {
         "Worker time to first chunk minus the upstream calls' time"
     );
     describe_gauge!(JOBS_IN_FLIGHT, "Jobs a worker is running, by lane");
-    describe_gauge!(PREFETCH_LIMIT, "Jobs a worker may run at once (prefetch), by lane");
-    describe_counter!(REDELIVERIES, "Deliveries of a job that had been delivered before");
-    describe_counter!(DEAD_LETTERS, "Jobs sent to the dead-letter queue, by reason");
-    describe_counter!(UPSTREAM_REQUESTS, "Calls to model providers, by outcome status");
+    describe_gauge!(
+        PREFETCH_LIMIT,
+        "Jobs a worker may run at once (prefetch), by lane"
+    );
+    describe_counter!(
+        REDELIVERIES,
+        "Deliveries of a job that had been delivered before"
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        "Jobs sent to the dead-letter queue, by reason"
+    );
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "Calls to model providers, by outcome status"
+    );
     describe_histogram!(
         UPSTREAM_SECONDS,
         Unit::Seconds,

@@ -566,7 +566,12 @@ impl Settle for RabbitSettle {
 }
 
 fn traceparent(props: &BasicProperties) -> Option<String> {
-    match props.headers().as_ref()?.inner().get(crate::trace::HEADER)? {
+    match props
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(crate::trace::HEADER)?
+    {
         AMQPValue::LongString(s) => Some(s.to_string()),
         _ => None,
     }

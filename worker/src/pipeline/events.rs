@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use ragq_common::bus::{BusError, EventPublisher};
+use ragq_common::client_error::ErrorReason;
 use ragq_common::event::{EventBody, StreamEvent};
 use uuid::Uuid;
 
@@ -12,6 +13,8 @@ pub struct JobEvents {
     job_id: Uuid,
     seq: u64,
     attempt: u32,
+    /// The terminal event sent, as `ragq_jobs_total{outcome}` names it.
+    outcome: Option<&'static str>,
 }
 
 impl JobEvents {
@@ -22,6 +25,7 @@ impl JobEvents {
             job_id,
             seq: 0,
             attempt,
+            outcome: None,
         }
     }
 
@@ -35,13 +39,32 @@ impl JobEvents {
         self.attempt
     }
 
+    /// The outcome of the terminal event sent (`done`, `stopped` or the error's reason), if any.
+    pub fn outcome(&self) -> Option<&'static str> {
+        self.outcome
+    }
+
     pub async fn send(&mut self, body: EventBody) -> Result<(), BusError> {
+        let terminal = match &body {
+            EventBody::Done(done) if done.stopped => Some(crate::metrics::OUTCOME_STOPPED),
+            EventBody::Done(_) => Some(crate::metrics::OUTCOME_DONE),
+            EventBody::Error { code, reason, .. } => Some(
+                reason
+                    .unwrap_or_else(|| ErrorReason::from_class(*code))
+                    .as_str(),
+            ),
+            _ => None,
+        };
         self.seq += 1;
         let event = StreamEvent {
             seq: self.seq,
             attempt: self.attempt,
             body,
         };
-        self.bus.publish(self.job_id, &event).await
+        self.bus.publish(self.job_id, &event).await?;
+        if terminal.is_some() {
+            self.outcome = terminal;
+        }
+        Ok(())
     }
 }
