@@ -371,6 +371,7 @@ impl Pipeline {
             "gen_ai.usage.output_tokens",
             approx_tokens(&generated.answer) as u64,
         );
+        chat_span.in_scope(|| tracing::debug!(pieces = generated.pieces, "chat answered"));
         let prompt_text = format!(
             "{system}\n\n### Query:\n{}\n\n - Total: {:.1}ms\n  - Check LLM: {:.1}ms\n  - Retrieval: {:.1}ms\n  - Generate answer: {:.1}ms",
             job.question,
