@@ -3,6 +3,9 @@
 #   - docker-compose.yml against the compose-spec JSON schema, plus ragq's own rules (service
 #     dependencies, worker replicas, sim profile, known RAGQ_* names, passwords on every URL);
 #   - deploy/Dockerfile's structure, and deploy/healthcheck.sh against a local HTTP server;
+#   - deploy/grafana/ragq-dashboard.json and deploy/prometheus/alerts.yml: structure, and every
+#     metric they read is in docs/ARCHITECTURE.md's metric table (promtool check rules, if
+#     installed); that each is exported is tests/tests/metrics.rs's job;
 #   - the Kubernetes base and example overlay rendered with kustomize (pykustomize), every
 #     built-in resource validated by kubernetes-validate (strict) for each Kubernetes version in
 #     RAGQ_CHECK_DEPLOY_K8S_VERSIONS, the KEDA resources against KEDA's CRD schemas, and the

@@ -5,11 +5,12 @@
 //!
 //! Layout: [`routes`] (one module per resource) → [`relay`] (a job's events, in order, bounded)
 //! → [`wire`] (RAGFlow/OpenAI formats). [`envelope`] is RAGFlow's response envelope, [`auth`] the
-//! bearer-key extractor.
+//! bearer-key extractor, [`observe`] the metrics and trace context.
 
 pub mod auth;
 pub mod config;
 pub mod envelope;
+pub mod observe;
 pub mod relay;
 pub mod routes;
 pub mod state;
@@ -58,6 +59,8 @@ impl Api {
     /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis, and binds the listener.
     pub async fn build(cfg: ApiConfig) -> Result<Api, ApiStartError> {
         let roots = TlsRoots::load(&cfg.tls)?;
+        // The recorder is installed (once per process) before any metric is touched.
+        std::sync::LazyLock::force(&observe::METRICS);
         let db = ragq_common::db::connect_and_migrate(&cfg.db, &roots).await?;
         let instance = cfg.instance();
         let broker = Supervised::connect(
@@ -123,6 +126,8 @@ impl Api {
             .layer(RequestBodyLimitLayer::new(max_body))
             // Document uploads have their own, larger limit: merged after the global one.
             .merge(upload)
+            // Counts every routed request and carries its trace context.
+            .route_layer(axum::middleware::from_fn(observe::observe))
             .layer(axum::middleware::map_response(
                 routes::envelope_payload_too_large,
             ))
@@ -168,17 +173,23 @@ impl Api {
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Refreshes the interactive queue depth twice a second for admission control (the broker is
-/// asked once per process, not once per request). Stops when the broker connection is closed.
+/// asked once per process, not once per request), and every lane's depth and consumer count
+/// for the `ragq_queue_depth` / `ragq_queue_consumers` gauges. Stops with the ingress.
 async fn watch_queue_depth(broker: Supervised, depth: Arc<std::sync::atomic::AtomicU32>) {
-    use ragq_common::broker::JobPublisher;
+    use ragq_common::job::Lane;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
         tick.tick().await;
         if Arc::strong_count(&depth) == 1 {
             return;
         }
-        if let Ok(n) = broker.depth(ragq_common::job::Lane::Interactive).await {
-            depth.store(n, std::sync::atomic::Ordering::Relaxed);
+        for lane in Lane::ALL {
+            if let Ok(stats) = broker.queue_stats(lane).await {
+                if lane == Lane::Interactive {
+                    depth.store(stats.messages, std::sync::atomic::Ordering::Relaxed);
+                }
+                observe::METRICS.queue(lane, stats);
+            }
         }
     }
 }

@@ -146,6 +146,8 @@ pub struct JobStream {
     abandon: Option<Abandon>,
     presence: Option<Presence>,
     shutdown: Option<CancellationToken>,
+    /// When the request was accepted, until the first answer text is relayed (TTFC).
+    ttfc_from: Option<Instant>,
 }
 
 impl JobStream {
@@ -162,7 +164,14 @@ impl JobStream {
             abandon: None,
             presence: None,
             shutdown: None,
+            ttfc_from: None,
         }
+    }
+
+    /// Records `ragq_ttfc_seconds` (from `accepted`) when the first answer text is relayed.
+    pub fn with_ttfc(mut self, accepted: Instant) -> Self {
+        self.ttfc_from = Some(accepted);
+        self
     }
 
     /// Fill gaps from the replay stream through `control`.
@@ -388,8 +397,17 @@ impl JobStream {
             tracing::warn!(job = %self.job_id, expected = self.last_seq + 1, got = event.seq, "event gap not fillable");
         }
         self.last_seq = event.seq;
+        let metrics = &*crate::observe::METRICS;
+        metrics.events_relayed.increment(1);
         Some(match event.body {
-            EventBody::Delta { text } => Item::Delta(text),
+            EventBody::Delta { text } => {
+                if !text.is_empty()
+                    && let Some(accepted) = self.ttfc_from.take()
+                {
+                    metrics.ttfc.record(accepted.elapsed());
+                }
+                Item::Delta(text)
+            }
             EventBody::Reference { reference } => Item::Reference(reference),
             EventBody::Result { data } => Item::Result(data),
             EventBody::Reset => Item::Reset,

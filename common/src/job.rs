@@ -40,6 +40,27 @@ pub enum Lane {
     Ingest,
 }
 
+impl JobKind {
+    /// The label of metrics and logs (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Chat => "chat",
+            JobKind::OpenaiChat => "openai_chat",
+            JobKind::Retrieval => "retrieval",
+            JobKind::Ingest => "ingest",
+            JobKind::BatchLine => "batch_line",
+        }
+    }
+
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Chat,
+        JobKind::OpenaiChat,
+        JobKind::Retrieval,
+        JobKind::Ingest,
+        JobKind::BatchLine,
+    ];
+}
+
 impl Lane {
     /// All lanes, in the order workers consume them.
     pub const ALL: [Lane; 3] = [Lane::Interactive, Lane::Batch, Lane::Ingest];
@@ -107,7 +128,9 @@ pub struct Job {
     /// Kind-specific parameters (retrieval settings, documents to ingest …); `null` for chats.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub params: serde_json::Value,
-    /// Request id of the HTTP request that created the job, for log correlation.
+    /// The W3C `traceparent` of the HTTP request that created the job (its trace id, the
+    /// ingress's span as parent; see [`crate::trace`]); the worker's log lines for the job carry
+    /// its trace id. Also sent as the AMQP header `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
 }

@@ -8,7 +8,8 @@
 //!   [`client_error`]: the error codes and messages a client may see, and error ids.
 //! - [`broker`]: the job queue (traits + RabbitMQ); [`bus`]: the event stream (traits + Redis).
 //! - [`db`]: PostgreSQL pool and embedded migrations; [`auth`]: API key generation and hashing.
-//! - [`config`]: `RAGQ_*` settings shared by the binaries; [`telemetry`]: logging.
+//! - [`config`]: `RAGQ_*` settings shared by the binaries; [`telemetry`]: logging;
+//!   [`metrics`]: the Prometheus recorder and metric names; [`trace`]: W3C `traceparent`.
 //! - [`text`]: tokenizer and the local hashing embedder.
 //! - [`batch`]: the OpenAI batch state machine shared by the ingress, workers and CLI.
 //! - [`model`]: model kinds and providers; [`secret`]: model API keys encrypted at rest.
@@ -23,11 +24,13 @@ pub mod config;
 pub mod db;
 pub mod event;
 pub mod job;
+pub mod metrics;
 pub mod model;
 pub mod secret;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
+pub mod trace;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

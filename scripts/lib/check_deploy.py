@@ -5,7 +5,8 @@ failed. Nothing here needs a container engine, a cluster or the network: the sch
 files committed under deploy/schemas/ (provenance in deploy/schemas/README.md) and the ones
 kubernetes-validate bundles.
 
-    python scripts/lib/check_deploy.py static          # compose, Dockerfile, k8s, healthcheck
+    python scripts/lib/check_deploy.py static          # compose, Dockerfile, k8s, healthcheck,
+                                                       # Grafana dashboard, Prometheus alert rules
     python scripts/lib/check_deploy.py build-command   # print the Dockerfile's cargo build line
 """
 
@@ -529,6 +530,92 @@ def k8s_checks(known: set[str]) -> None:
                 f"worker {so['minReplicaCount']}-{so['maxReplicaCount']}")
 
 
+DASHBOARD = DEPLOY / "grafana" / "ragq-dashboard.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+METRIC = re.compile(r"\bragq_[a-z_]+")
+
+
+def metric_names(expr: str) -> set[str]:
+    """The ragq metrics an expression reads (a histogram's series under the histogram's name)."""
+    return {re.sub(r"_(bucket|sum|count)$", "", m) for m in METRIC.findall(expr)}
+
+
+def documented_metrics() -> set[str]:
+    """Metric names in the table of docs/ARCHITECTURE.md's "Metrics and traces" section."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    section = text.split("## Metrics and traces", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(ragq_[a-z_]+)`", section, re.M))
+
+
+def balanced(expr: str) -> bool:
+    depth = 0
+    for ch in expr:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def observability_checks() -> None:
+    documented = documented_metrics()
+
+    @check("grafana: deploy/grafana/ragq-dashboard.json (panels, targets, documented metrics)")
+    def _():
+        dash = json.loads(DASHBOARD.read_text())
+        assert dash.get("uid") and dash.get("title"), "uid and title"
+        panels = dash["panels"]
+        assert panels, "no panel"
+        ids = [p["id"] for p in panels]
+        assert len(ids) == len(set(ids)), f"duplicate panel ids {ids}"
+        used: set[str] = set()
+        for p in panels:
+            assert p.get("title"), f"panel {p['id']} has no title"
+            targets = p.get("targets") or []
+            assert targets, f"panel {p['title']!r} has no target"
+            for t in targets:
+                expr = t["expr"]
+                assert balanced(expr), f"{p['title']!r}: unbalanced parentheses in {expr}"
+                names = metric_names(expr)
+                assert names, f"{p['title']!r}: {expr} reads no ragq metric"
+                used |= names
+        for want in ("ragq_ttfc_seconds", "ragq_jobs_total", "ragq_errors_total", "ragq_queue_depth",
+                     "ragq_queue_consumers", "ragq_worker_jobs_in_flight", "ragq_worker_prefetch_limit",
+                     "ragq_db_pool_connections", "ragq_open_streams", "ragq_upstream_request_seconds",
+                     "ragq_upstream_requests_total", "ragq_job_overhead_seconds"):
+            assert want in used, f"no panel shows {want}"
+        undocumented = used - documented
+        assert not undocumented, f"not in ARCHITECTURE.md's metric table: {sorted(undocumented)}"
+        return f"{len(panels)} panels, {len(used)} metrics"
+
+    @check("prometheus: deploy/prometheus/alerts.yml (rules, durations, severities, documented metrics)")
+    def _():
+        doc = yaml.safe_load(ALERTS.read_text())
+        rules = [r for g in doc["groups"] for r in g["rules"]]
+        names = [r["alert"] for r in rules]
+        assert len(names) == len(set(names)), f"duplicate alerts {names}"
+        used: set[str] = set()
+        for r in rules:
+            assert set(r) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, f"{r['alert']}: {sorted(r)}"
+            assert balanced(r["expr"]), f"{r['alert']}: unbalanced parentheses"
+            if "for" in r:
+                assert re.fullmatch(r"\d+[smh]", r["for"]), f"{r['alert']}: for {r['for']}"
+            assert r["labels"]["severity"] in {"warning", "critical"}, f"{r['alert']}: severity"
+            assert r["annotations"]["summary"], f"{r['alert']}: summary"
+            got = metric_names(r["expr"])
+            assert got, f"{r['alert']} reads no ragq metric"
+            used |= got
+        for alert in ("RagqTtfcP99High", "RagqErrorRateHigh", "RagqQueueGrowing", "RagqQueueWithoutConsumers",
+                      "RagqDbPoolSaturated", "RagqDeadLetters"):
+            assert alert in names, f"missing alert {alert}"
+        undocumented = used - documented
+        assert not undocumented, f"not in ARCHITECTURE.md's metric table: {sorted(undocumented)}"
+        if shutil.which("promtool"):
+            out = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True)
+            assert out.returncode == 0, out.stdout + out.stderr
+            return f"{len(rules)} rules, promtool ok"
+        return f"{len(rules)} rules, {len(used)} metrics (promtool not installed: not run)"
+
+
 def main() -> int:
     if sys.argv[1:] == ["build-command"]:
         print(build_command())
@@ -540,6 +627,7 @@ def main() -> int:
     compose_checks(known)
     dockerfile_checks()
     healthcheck_checks()
+    observability_checks()
     k8s_checks(known)
     failed = [n for ok, n, _ in results if not ok]
     if failed:

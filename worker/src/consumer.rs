@@ -7,15 +7,20 @@ use std::time::Duration;
 
 use ragq_common::broker::{Delivery, JobConsumer};
 use ragq_common::bus::cancel::CancelWatcher;
-use ragq_common::job::Job;
+use ragq_common::job::{Job, Lane};
+use ragq_common::trace::TraceParent;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
+use crate::metrics::{self as wm, METRICS};
 use crate::pipeline::give_up::{self, GiveUp};
 use crate::pipeline::{Outcome, Pipeline};
 
-/// Reads deliveries until `stop` fires or the consumer ends; spawns each job on `tracker`.
+/// Reads deliveries of `lane` until `stop` fires or the consumer ends; spawns each job on
+/// `tracker` (counted in `ragq_worker_jobs_in_flight{lane}` until it is settled).
 pub async fn consume(
+    lane: Lane,
     mut consumer: impl JobConsumer,
     pipeline: Arc<Pipeline>,
     cancels: CancelWatcher,
@@ -34,7 +39,12 @@ pub async fn consume(
                 break;
             }
             Some(Ok(delivery)) => {
-                tracker.spawn(handle(delivery, pipeline.clone(), cancels.clone()));
+                let in_flight = wm::InFlight::start(lane);
+                let job = handle(delivery, pipeline.clone(), cancels.clone());
+                tracker.spawn(async move {
+                    job.await;
+                    drop(in_flight);
+                });
             }
         }
     }
@@ -48,6 +58,9 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
     };
     // The queue dead-letters a job returned once more after this delivery.
     let last_attempt = delivery.delivery_count >= pipeline.delivery_limit;
+    if attempt > 0 {
+        METRICS.redeliveries.increment(1);
+    }
     let job = match Job::decode(&delivery.payload) {
         Ok(job) => job,
         Err(e) => {
@@ -64,9 +77,40 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
             if let Err(e) = delivery.settle.dead_letter().await {
                 tracing::warn!(error = %e, "dead-letter failed");
             }
+            METRICS.dead_undecodable.increment(1);
+            wm::job_finished(None, wm::OUTCOME_DEAD_LETTERED);
             return;
         }
     };
+    // The job's log lines carry its trace (the ingress's `traceparent`; a new trace without one).
+    let trace = job
+        .trace
+        .as_deref()
+        .or(delivery.traceparent.as_deref())
+        .and_then(|t| TraceParent::parse(t).ok())
+        .unwrap_or_else(TraceParent::generate);
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job.id,
+        kind = job.kind.as_str(),
+        tenant = %job.tenant_id,
+        chat = %job.chat_id,
+        trace_id = %trace.trace_id_hex(),
+        attempt,
+    );
+    run_job(job, delivery, attempt, last_attempt, pipeline, cancels)
+        .instrument(span)
+        .await;
+}
+
+async fn run_job(
+    job: Job,
+    delivery: Delivery,
+    attempt: u32,
+    last_attempt: bool,
+    pipeline: Arc<Pipeline>,
+    cancels: CancelWatcher,
+) {
     // Cancelled while queued: the token comes back already cancelled and the job is skipped.
     let watch = cancels.watch(job.id).await;
     // Run the job in its own task so that a panic in it cannot leave the delivery unsettled
@@ -74,7 +118,7 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
     // limit dead-letters it if it keeps failing.
     let run = {
         let (pipeline, job, token) = (pipeline.clone(), job.clone(), watch.token.clone());
-        tokio::spawn(async move { pipeline.run(&job, attempt, token).await })
+        tokio::spawn(async move { pipeline.run(&job, attempt, token).await }.in_current_span())
     };
     let (outcome, why) = match run.await {
         Ok(Outcome::Requeue) => (Outcome::Requeue, GiveUp::BusFailed),
@@ -88,6 +132,10 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
     if outcome == Outcome::Requeue && last_attempt {
         // The queue dead-letters it now (operators can still replay it): end its stream first.
         give_up::publish(&pipeline.bus, job.id, attempt, why).await;
+        METRICS.dead_delivery_limit.increment(1);
+        wm::job_finished(Some(job.kind), wm::OUTCOME_DEAD_LETTERED);
+    } else if outcome == Outcome::Requeue {
+        wm::job_finished(Some(job.kind), wm::OUTCOME_REQUEUED);
     }
     let settled = match outcome {
         Outcome::Finished => delivery.settle.ack().await,

@@ -1,5 +1,6 @@
 //! The worker's own small HTTP server: `/healthz` (the process is alive) and `/readyz`
-//! (PostgreSQL, RabbitMQ and Redis are reachable), for orchestrators' probes.
+//! (PostgreSQL, RabbitMQ and Redis are reachable), for orchestrators' probes, and `/metrics`
+//! (Prometheus text format: the process's metrics, see `crate::metrics`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +36,17 @@ async fn ready(State(p): State<Probe>) -> (StatusCode, String) {
     )
 }
 
+async fn metrics_page(State(p): State<Probe>) -> impl axum::response::IntoResponse {
+    ragq_common::metrics::record_db_pool(ragq_common::metrics::ROLE_WORKER, &p.db);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            ragq_common::metrics::CONTENT_TYPE,
+        )],
+        ragq_common::metrics::install().render(),
+    )
+}
+
 /// Serves the probes on `addr` until `stop` fires.
 pub async fn serve(
     addr: SocketAddr,
@@ -51,6 +63,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_page))
         .with_state(probe);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "worker health endpoint listening");

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod health;
 pub mod ingest;
 pub mod jobs;
+pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod providers;
@@ -62,6 +63,8 @@ pub struct Worker {
 impl Worker {
     /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis.
     pub async fn start(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
+        // The recorder is installed (once per process) before any metric is touched.
+        std::sync::LazyLock::force(&metrics::METRICS);
         // A malformed key or CA file stops the worker before it connects to anything.
         let secrets = cfg.secrets.keys()?;
         let roots = TlsRoots::load(&cfg.tls)?;
@@ -152,6 +155,9 @@ impl Worker {
             // The first subscription must work (a bad configuration fails fast); later ones are
             // retried by the lane's supervisor loop.
             let first = self.broker.current().consume(lane, prefetch, &tag).await?;
+            metrics::METRICS
+                .prefetch(lane)
+                .increment(f64::from(prefetch));
             let (broker, pipeline, cancels, tracker, stop) = (
                 self.broker.clone(),
                 self.pipeline.clone(),
@@ -173,7 +179,7 @@ impl Worker {
                             c.health(),
                             lane_stop.clone(),
                         ));
-                        consumer::consume(c, pipeline.clone(), cancels.clone(), tracker.clone(), lane_stop).await;
+                        consumer::consume(lane, c, pipeline.clone(), cancels.clone(), tracker.clone(), lane_stop).await;
                         watchdog.abort();
                     }
                     if stop.is_cancelled() {
@@ -205,6 +211,16 @@ impl Worker {
             );
         }
         health_stop.cancel();
+        for lane in Lane::ALL {
+            let prefetch = if lane == Lane::Ingest {
+                self.cfg.ingest_prefetch
+            } else {
+                self.cfg.prefetch
+            };
+            metrics::METRICS
+                .prefetch(lane)
+                .decrement(f64::from(prefetch));
+        }
         self.broker.current().close().await;
         Ok(())
     }

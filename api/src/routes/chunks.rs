@@ -124,7 +124,11 @@ pub async fn parse(
     tx.commit().await?;
 
     for (i, job) in jobs.iter().enumerate() {
-        if let Err(e) = state.jobs.publish(Lane::Ingest, job).await {
+        let published = state.jobs.publish(Lane::Ingest, job).await;
+        if published.is_ok() {
+            crate::observe::METRICS.published(job.kind);
+        }
+        if let Err(e) = published {
             let answer = ApiError::dependency(
                 "The job queue is unavailable, retry later.",
                 "publishing an ingest job failed",

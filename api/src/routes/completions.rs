@@ -153,7 +153,7 @@ pub async fn completions(
         },
         deadline_ms: ragq_common::now_ms() + (deadline_s * 1000) as i64,
         params: serde_json::Value::Null,
-        trace: None,
+        trace: crate::observe::traceparent(),
     };
     let stream = start_job(&state, &job, Lane::Interactive).await?;
 
@@ -181,7 +181,9 @@ pub fn set_job_header(resp: &mut Response, job_id: Uuid) {
 /// broker failure is HTTP 503 (nothing was published, or the client will see nothing of it).
 pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStream, ApiError> {
     // Admission: refuse new work rather than queue it past what can be served in time.
+    let metrics = &*crate::observe::METRICS;
     if state.events.open_streams() >= state.cfg.max_open_streams {
+        metrics.rejected_open_streams.increment(1);
         return Err(ApiError::busy(
             "Too many open streams on this server, retry later.",
         ));
@@ -189,6 +191,7 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
     if lane == Lane::Interactive
         && state.queue_depth.load(std::sync::atomic::Ordering::Relaxed) > state.cfg.max_queue_depth
     {
+        metrics.rejected_queue_depth.increment(1);
         return Err(ApiError::busy(
             "Too many questions are waiting, retry later.",
         ));
@@ -233,10 +236,14 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
             &e,
         )
     })?;
-    Ok(client_stream(
-        state,
-        JobStream::new(sub, job.id, Instant::now() + ttl + RELAY_MARGIN),
-    ))
+    metrics.published(job.kind);
+    let stream = JobStream::new(sub, job.id, Instant::now() + ttl + RELAY_MARGIN);
+    // Time to first chunk: from the request's arrival to the first answer text relayed.
+    let stream = match job.kind {
+        JobKind::Chat | JobKind::OpenaiChat => stream.with_ttfc(crate::observe::accepted()),
+        JobKind::Retrieval | JobKind::Ingest | JobKind::BatchLine => stream,
+    };
+    Ok(client_stream(state, stream))
 }
 
 /// How long after the job's deadline the relay gives up (the worker's own timeout error

@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::observe::metrics_page))
         .route(
             "/api/v1/chats/{chat_id}/completions",
             post(completions::completions),

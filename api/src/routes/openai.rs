@@ -284,7 +284,7 @@ async fn handle(
         },
         deadline_ms: ragq_common::now_ms() + (state.cfg.job_deadline_s * 1000) as i64,
         params: Value::Null,
-        trace: None,
+        trace: crate::observe::traceparent(),
     };
     let stream = completions::start_job(&state, &job, Lane::Interactive).await?;
     let created = ragq_common::now_ms() / 1000;

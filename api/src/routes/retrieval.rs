@@ -84,7 +84,7 @@ pub fn new_job(
         options: JobOptions::default(),
         deadline_ms: ragq_common::now_ms() + (state.cfg.job_deadline_s * 1000) as i64,
         params,
-        trace: None,
+        trace: crate::observe::traceparent(),
     }
 }
 

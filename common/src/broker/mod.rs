@@ -31,6 +31,13 @@ pub trait JobPublisher: Send + Sync + 'static {
     async fn depth(&self, lane: Lane) -> Result<u32, BrokerError>;
 }
 
+/// A queue's waiting messages and subscribed consumers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub messages: u32,
+    pub consumers: u32,
+}
+
 /// Settles one delivery. Exactly one of the methods should be called; dropping a delivery without
 /// settling it leaves the job with the broker, which redelivers it when the consumer goes away.
 #[async_trait]
@@ -53,6 +60,8 @@ pub struct Delivery {
     /// The AMQP `message_id` (the job id, as the ingress publishes it), if any: it names the
     /// job even when the payload does not decode.
     pub message_id: Option<String>,
+    /// The AMQP header `traceparent`, if the publisher set one (see [`crate::trace`]).
+    pub traceparent: Option<String>,
     pub settle: Box<dyn Settle>,
 }
 

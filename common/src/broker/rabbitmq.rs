@@ -25,7 +25,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
-use super::{BrokerError, Delivery, JobConsumer, JobPublisher, Settle};
+use super::{BrokerError, Delivery, JobConsumer, JobPublisher, QueueStats, Settle};
 use crate::job::{Job, Lane};
 use crate::tls::TlsRoots;
 
@@ -324,6 +324,17 @@ impl JobPublisher for RabbitMq {
             .with_content_type("application/json".into())
             .with_message_id(ShortString::from(job.id.to_string()))
             .with_expiration(ShortString::from(ttl.to_string()));
+        let props = match &job.trace {
+            Some(tp) => {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    crate::trace::HEADER.into(),
+                    AMQPValue::LongString(tp.as_str().into()),
+                );
+                props.with_headers(headers)
+            }
+            None => props,
+        };
         let queue = self.topology.queue(lane);
         let attempt = async {
             let confirm = self
@@ -355,6 +366,13 @@ impl JobPublisher for RabbitMq {
     }
 
     async fn depth(&self, lane: Lane) -> Result<u32, BrokerError> {
+        Ok(self.queue_stats(lane).await?.messages)
+    }
+}
+
+impl RabbitMq {
+    /// Waiting messages and consumers of `lane`'s queue (a passive declare: one round trip).
+    pub async fn queue_stats(&self, lane: Lane) -> Result<QueueStats, BrokerError> {
         let queue = self
             .publish_channel
             .queue_declare(
@@ -367,7 +385,10 @@ impl JobPublisher for RabbitMq {
             )
             .await
             .map_err(proto)?;
-        Ok(queue.message_count())
+        Ok(QueueStats {
+            messages: queue.message_count(),
+            consumers: queue.consumer_count(),
+        })
     }
 }
 
@@ -444,6 +465,11 @@ impl Supervised {
 
     pub fn is_connected(&self) -> bool {
         self.current().is_connected()
+    }
+
+    /// See [`RabbitMq::queue_stats`].
+    pub async fn queue_stats(&self, lane: Lane) -> Result<QueueStats, BrokerError> {
+        self.current().queue_stats(lane).await
     }
 }
 
@@ -539,6 +565,18 @@ impl Settle for RabbitSettle {
     }
 }
 
+fn traceparent(props: &BasicProperties) -> Option<String> {
+    match props
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(crate::trace::HEADER)?
+    {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
 fn delivery_count(props: &BasicProperties) -> u32 {
     props
         .headers()
@@ -564,6 +602,7 @@ impl JobConsumer for RabbitConsumer {
                     return Some(Ok(Delivery {
                         delivery_count: delivery_count(&d.properties),
                         message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
+                        traceparent: traceparent(&d.properties),
                         redelivered: d.redelivered,
                         payload: d.data,
                         settle: Box::new(RabbitSettle { acker: d.acker }),

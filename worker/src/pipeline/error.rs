@@ -112,6 +112,7 @@ impl StepError {
                 )
             };
         }
+        crate::metrics::error(reason.as_str());
         match reason {
             ErrorReason::Internal => log!(error),
             ErrorReason::BadRequest | ErrorReason::Cancelled => log!(info),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use ragq_common::bus::{BusError, EventPublisher};
+use ragq_common::client_error::ErrorReason;
 use ragq_common::event::{EventBody, StreamEvent};
 use uuid::Uuid;
 
@@ -15,6 +16,8 @@ pub struct JobEvents {
     attempt: u32,
     /// `Some`: keep the events here instead of publishing them (deltas are dropped).
     captured: Option<Vec<EventBody>>,
+    /// The terminal event sent, as `ragq_jobs_total{outcome}` names it.
+    outcome: Option<&'static str>,
 }
 
 impl JobEvents {
@@ -26,6 +29,7 @@ impl JobEvents {
             seq: 0,
             attempt,
             captured: None,
+            outcome: None,
         }
     }
 
@@ -55,7 +59,22 @@ impl JobEvents {
         self.attempt
     }
 
+    /// The outcome of the terminal event sent (`done`, `stopped` or the error's reason), if any.
+    pub fn outcome(&self) -> Option<&'static str> {
+        self.outcome
+    }
+
     pub async fn send(&mut self, body: EventBody) -> Result<(), BusError> {
+        let terminal = match &body {
+            EventBody::Done(done) if done.stopped => Some(crate::metrics::OUTCOME_STOPPED),
+            EventBody::Done(_) => Some(crate::metrics::OUTCOME_DONE),
+            EventBody::Error { code, reason, .. } => Some(
+                reason
+                    .unwrap_or_else(|| ErrorReason::from_class(*code))
+                    .as_str(),
+            ),
+            _ => None,
+        };
         self.seq += 1;
         if let Some(captured) = &mut self.captured {
             if !matches!(body, EventBody::Delta { .. }) {
@@ -68,6 +87,10 @@ impl JobEvents {
             attempt: self.attempt,
             body,
         };
-        self.bus.publish(self.job_id, &event).await
+        self.bus.publish(self.job_id, &event).await?;
+        if terminal.is_some() {
+            self.outcome = terminal;
+        }
+        Ok(())
     }
 }

@@ -24,6 +24,8 @@ pub struct Generated {
     pub stopped: bool,
     /// When the first piece was published (time to first chunk, as the worker sees it).
     pub first_piece_at: Option<tokio::time::Instant>,
+    /// When the first piece was read from the model (the upstream's time to first token).
+    pub first_token_at: Option<tokio::time::Instant>,
 }
 
 pub struct Limits {
@@ -48,7 +50,7 @@ pub async fn generate(
             Ok(s) => s?,
             Err(_) => return Err(ProviderError::Timeout("no first token").into()),
         },
-        _ = cancel.cancelled() => return Ok(Generated { answer: String::new(), pieces: 0, stopped: true, first_piece_at: None }),
+        _ = cancel.cancelled() => return Ok(Generated { answer: String::new(), pieces: 0, stopped: true, first_piece_at: None, first_token_at: None }),
     };
     let mut answer = String::new();
     let mut pieces = 0u64;
@@ -56,6 +58,7 @@ pub async fn generate(
     let mut pending = String::new();
     let mut last_flush = tokio::time::Instant::now();
     let mut first_piece_at = None;
+    let mut first_token_at = None;
     loop {
         let idle_deadline = if pieces == 0 {
             first_deadline
@@ -71,7 +74,7 @@ pub async fn generate(
         };
         let next = tokio::select! {
             r = tokio::time::timeout_at(wake, stream.next()) => r,
-            _ = cancel.cancelled() => return Ok(Generated { answer, pieces, stopped: true, first_piece_at }),
+            _ = cancel.cancelled() => return Ok(Generated { answer, pieces, stopped: true, first_piece_at, first_token_at }),
         };
         match next {
             Err(_) if !pending.is_empty() && tokio::time::Instant::now() < idle_deadline => {
@@ -90,6 +93,7 @@ pub async fn generate(
                 if text.is_empty() {
                     continue;
                 }
+                first_token_at.get_or_insert_with(tokio::time::Instant::now);
                 answer.push_str(&text);
                 pieces += 1;
                 pending.push_str(&text);
@@ -118,5 +122,6 @@ pub async fn generate(
         pieces,
         stopped: false,
         first_piece_at,
+        first_token_at,
     })
 }

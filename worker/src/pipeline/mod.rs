@@ -33,9 +33,11 @@ use ragq_common::text::approx_tokens;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Step;
 use crate::providers::{GenConf, Providers};
 use error::StepError;
 use events::JobEvents;
+use tracing::Instrument;
 
 /// What the consumer should do with the delivery once the pipeline returns.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,14 +68,20 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Runs a job to its terminal event.
     /// Runs a job to its terminal event. `attempt` counts earlier deliveries of the same job
     /// (0 = first delivery); a later attempt replays or regenerates.
     pub async fn run(&self, job: &Job, attempt: u32, cancel: CancellationToken) -> Outcome {
         if job.kind == JobKind::BatchLine {
             // No events: the result goes to `batch_lines` (see `jobs::batch_line`).
-            return crate::jobs::batch_line::run(self, job, cancel).await;
+            return crate::metrics::with_upstream_clock(crate::jobs::batch_line::run(
+                self, job, cancel,
+            ))
+            .await;
         }
+        crate::metrics::with_upstream_clock(self.run_job(job, attempt, cancel)).await
+    }
+
+    async fn run_job(&self, job: &Job, attempt: u32, cancel: CancellationToken) -> Outcome {
         let mut events = JobEvents::new(self.bus.clone(), job.id, attempt);
         let remaining = job.remaining_ms();
         let result = if remaining <= 0 {
@@ -103,10 +111,11 @@ impl Pipeline {
             }
             r => r,
         };
-        match result {
+        let outcome = match result {
             Ok(()) => Outcome::Finished,
             Err(StepError::Bus(e)) => {
                 tracing::warn!(job = %job.id, error = %e, "event bus failed; requeueing");
+                crate::metrics::error(crate::metrics::ERROR_BUS);
                 Outcome::Requeue
             }
             Err(e) => {
@@ -118,7 +127,14 @@ impl Pipeline {
                     Err(_) => Outcome::Requeue,
                 }
             }
+        };
+        // Requeued jobs are counted by the consumer (it knows whether it is the last attempt).
+        if outcome == Outcome::Finished {
+            let finished = events.outcome().unwrap_or(crate::metrics::OUTCOME_DONE);
+            crate::metrics::job_finished(Some(job.kind), finished);
+            tracing::debug!(job = %job.id, outcome = finished, "job finished");
         }
+        outcome
     }
 
     /// The deadline passed: if the turn was saved meanwhile (between save and `done`), the
@@ -197,15 +213,22 @@ impl Pipeline {
         let model = self.providers.chat(&ctx.llm)?;
         let has_knowledge = ctx.embedding.is_some() && !ctx.chat.dataset_ids.is_empty();
         // A follow-up question is searched for as the standalone question it stands for.
+        let metrics = &*crate::metrics::METRICS;
+        metrics.step(Step::Context, loaded);
+        let mut refine_time = Duration::ZERO;
         let search_question =
             if has_knowledge && ctx.chat.refine_multiturn() && !ctx.history.is_empty() {
+                let refine_started = Instant::now();
                 let refined = refine::refine(
                     model.clone(),
                     &ctx.history,
                     &job.question,
                     self.limits.first_token,
                 );
-                match until_cancelled(cancel, refined).await {
+                let refined = until_cancelled(cancel, refined).await;
+                refine_time = refine_started.elapsed();
+                metrics.step(Step::Refine, refine_time);
+                match refined {
                     Some(q) => q,
                     None => return self.stopped_early(job, events).await,
                 }
@@ -235,7 +258,12 @@ impl Pipeline {
                     reranker,
                     &params,
                     &search_question,
-                );
+                )
+                .instrument(tracing::info_span!(
+                    "retrieval",
+                    gen_ai.operation.name = "retrieval",
+                    gen_ai.data_source.id = %ctx.chat.dataset_ids.join(","),
+                ));
                 match until_cancelled(cancel, retrieved).await {
                     Some(r) => r?,
                     None => return self.stopped_early(job, events).await,
@@ -284,9 +312,36 @@ impl Pipeline {
         });
         let conf = gen_conf(&ctx.chat.llm_setting, max_tokens);
         let prompted = started.elapsed();
-        let generated =
-            generate::generate(model, &messages, &conf, events, &self.limits, cancel).await?;
+        metrics.step(Step::Prompt, prompted - retrieved);
+        let upstream_before = crate::metrics::upstream_time() + refine_time;
+        let generate_started = tokio::time::Instant::now();
+        // OpenTelemetry GenAI conventions: a `chat {model}` span with the usage recorded.
+        let span_name = format!("chat {}", ctx.llm.model);
+        let chat_span = tracing::info_span!(
+            "chat",
+            otel.name = %span_name,
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = ctx.llm.provider.as_str(),
+            gen_ai.request.model = %ctx.llm.model,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+        );
+        let generated = generate::generate(model, &messages, &conf, events, &self.limits, cancel)
+            .instrument(chat_span.clone())
+            .await?;
         let total = started.elapsed();
+        metrics.step(Step::LlmTotal, total - prompted);
+        if let Some(first_token) = generated.first_token_at {
+            let to_first_token = first_token - generate_started;
+            metrics.step(Step::LlmFirstToken, to_first_token);
+            // The worker's own share of the time to first chunk (TensorZero's "overhead").
+            if let Some(first_piece) = generated.first_piece_at {
+                let to_first_piece = first_piece.into_std() - started;
+                metrics
+                    .overhead
+                    .record(to_first_piece.saturating_sub(upstream_before + to_first_token));
+            }
+        }
         // Where a job's time went (RUST_LOG=ragq_worker::pipeline=debug): queued = from the
         // ingress creating the job (its UUIDv7 timestamp) to this worker starting it.
         tracing::debug!(
@@ -320,6 +375,12 @@ impl Pipeline {
                 .await?;
         }
         let prompt_tokens: usize = messages.iter().map(|m| approx_tokens(&m.content)).sum();
+        chat_span.record("gen_ai.usage.input_tokens", prompt_tokens as u64);
+        chat_span.record(
+            "gen_ai.usage.output_tokens",
+            approx_tokens(&generated.answer) as u64,
+        );
+        chat_span.in_scope(|| tracing::debug!(pieces = generated.pieces, "chat answered"));
         let prompt_text = format!(
             "{system}\n\n### Query:\n{}\n\n - Total: {:.1}ms\n  - Check LLM: {:.1}ms\n  - Retrieval: {:.1}ms\n  - Generate answer: {:.1}ms",
             job.question,
@@ -367,7 +428,10 @@ impl Pipeline {
         } else {
             persist::Status::Done
         };
+        let saving = Instant::now();
         persist::save(&self.db, job, answer, reference, status, &self.worker_id).await?;
+        let metrics = &*crate::metrics::METRICS;
+        metrics.step(Step::Save, saving.elapsed());
         self.injected(faults::FaultPoint::AfterSave, job, events.attempt())
             .await?;
         let done = Done {
@@ -381,6 +445,8 @@ impl Pipeline {
             },
             stopped,
         };
+        metrics.tokens_in.increment(done.usage.prompt_tokens);
+        metrics.tokens_out.increment(done.usage.completion_tokens);
         events.send(EventBody::Done(Box::new(done))).await?;
         Ok(())
     }

@@ -237,6 +237,14 @@ pub async fn rank(
         }
         None => None,
     };
+    let metrics = &*crate::metrics::METRICS;
+    metrics.step(crate::metrics::Step::Retrieve, embedded.max(searched));
+    if rerank_scores.is_some() {
+        metrics.step(
+            crate::metrics::Step::Rerank,
+            started.elapsed().saturating_sub(embedded.max(searched)),
+        );
+    }
     tracing::debug!(
         embed_ms = embedded.as_secs_f64() * 1e3,
         search_ms = searched.as_secs_f64() * 1e3,

@@ -11,6 +11,7 @@
 //! token has been read.
 
 pub mod cohere_rerank;
+pub mod instrumented;
 pub mod jina_rerank;
 pub mod local_embed;
 pub mod localai_rerank;
@@ -252,7 +253,33 @@ impl Providers {
         Ok(Providers { http, timeouts })
     }
 
+    /// The chat client of `spec`, counted and timed (see [`instrumented`]).
     pub fn chat(&self, spec: &ModelSpec) -> Result<Arc<dyn ChatModel>, ProviderError> {
+        Ok(Arc::new(instrumented::Instrumented::new(
+            self.chat_client(spec)?,
+            spec,
+        )))
+    }
+
+    /// The embedding client of `spec`, counted and timed (the in-process `local` embedder is not
+    /// an upstream call and is not wrapped).
+    pub fn embedder(&self, spec: &ModelSpec) -> Result<Arc<dyn Embedder>, ProviderError> {
+        let client = self.embedder_client(spec)?;
+        if spec.provider == Provider::Local {
+            return Ok(client);
+        }
+        Ok(Arc::new(instrumented::Instrumented::new(client, spec)))
+    }
+
+    /// The rerank client of `spec`, counted and timed.
+    pub fn reranker(&self, spec: &ModelSpec) -> Result<Arc<dyn Reranker>, ProviderError> {
+        Ok(Arc::new(instrumented::Instrumented::new(
+            self.reranker_client(spec)?,
+            spec,
+        )))
+    }
+
+    fn chat_client(&self, spec: &ModelSpec) -> Result<Arc<dyn ChatModel>, ProviderError> {
         use Provider::*;
         match spec.provider {
             OpenAi | Vllm | Ollama | LocalAi | Xinference | Tgi | OpenAiCompatible => Ok(Arc::new(
@@ -265,7 +292,7 @@ impl Providers {
         }
     }
 
-    pub fn embedder(&self, spec: &ModelSpec) -> Result<Arc<dyn Embedder>, ProviderError> {
+    fn embedder_client(&self, spec: &ModelSpec) -> Result<Arc<dyn Embedder>, ProviderError> {
         use Provider::*;
         match spec.provider {
             Local => Ok(Arc::new(local_embed::LocalEmbedder)),
@@ -279,7 +306,7 @@ impl Providers {
         }
     }
 
-    pub fn reranker(&self, spec: &ModelSpec) -> Result<Arc<dyn Reranker>, ProviderError> {
+    fn reranker_client(&self, spec: &ModelSpec) -> Result<Arc<dyn Reranker>, ProviderError> {
         use Provider::*;
         match spec.provider {
             Jina => Ok(Arc::new(jina_rerank::JinaRerank::new(
