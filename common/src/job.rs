@@ -23,6 +23,15 @@ pub enum JobKind {
     /// Parse documents (chunk, embed, index) — `POST /api/v1/datasets/{id}/chunks`. Travels on
     /// [`Lane::Ingest`]; progress is written to the `documents` table, no event is awaited.
     Ingest,
+    /// `POST /api/v1/sessions/ask` (RAGFlow `ask_about`): retrieval over `params.dataset_ids`,
+    /// RAGFlow's ask prompt, the tenant's default chat model; streamed like a chat, nothing saved.
+    Ask,
+    /// `POST /api/v1/sessions/related_questions`: one LLM call; the numbered answer parsed into
+    /// a list, sent as a `result` event.
+    RelatedQuestions,
+    /// Mind map over `params.dataset_ids` (RAGFlow `searchbots/mindmap`): retrieval, one LLM
+    /// call answering JSON, the parsed tree sent as a `result` event.
+    Mindmap,
 }
 
 /// Which queue a job travels on. Interactive and batch work never share a queue, so batch work
