@@ -2,13 +2,16 @@
 # Compatibility tests: drives a running ragq with the official Python clients (ragflow-sdk and
 # openai, pinned in tests/compat/requirements.txt) and checks what they get back.
 #
-# Steps: create or reuse the virtualenv .venv and install the pinned clients; start ragq with
+# Steps: create or reuse two virtualenvs — .venv with the pinned clients (ragflow-sdk 0.22.1) and
+# .venv-newest with the newest ragflow-sdk on PyPI (tests/compat/requirements-newest.txt,
+# installed with --ignore-requires-python: versions >= 0.23 declare Python >= 3.12); start ragq with
 # scripts/up.sh (two workers, the simulator with fast latencies); load .ragq/run.env; run pytest
 # on tests/compat; stop ragq with scripts/down.sh whatever happens. Exits with pytest's status,
 # except that "no tests collected" (pytest's 5) counts as a failure.
 #
 # Environment:
-#   RAGQ_COMPAT_VENV=.venv     virtualenv to create or reuse
+#   RAGQ_COMPAT_VENV=.venv     virtualenv of the pinned clients
+#   RAGQ_COMPAT_VENV_NEWEST=.venv-newest  virtualenv of the newest ragflow-sdk ("" = skip it)
 #   RAGQ_SIM_*                 simulator latencies (defaults below are faster than W1 to keep
 #                              the run short, but slow enough for several streamed events)
 # Extra arguments go to pytest, e.g. `scripts/compat.sh -k openai -x`.
@@ -17,12 +20,23 @@ cd "$(dirname "$0")/.."
 source scripts/lib/services.sh
 
 VENV=${RAGQ_COMPAT_VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating the virtualenv $VENV"
-  python3 -m venv "$VENV"
+VENV_NEWEST=${RAGQ_COMPAT_VENV_NEWEST-.venv-newest}
+make_venv() { # venv requirements [pip flags…]
+  local venv=$1 req=$2
+  shift 2
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating the virtualenv $venv"
+    python3 -m venv "$venv"
+  fi
+  log "installing $req into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" -r "$req"
+}
+make_venv "$VENV" tests/compat/requirements.txt
+VENVS=("$VENV")
+if [ -n "$VENV_NEWEST" ]; then
+  make_venv "$VENV_NEWEST" tests/compat/requirements-newest.txt --upgrade --ignore-requires-python
+  VENVS+=("$VENV_NEWEST")
 fi
-log "installing tests/compat/requirements.txt into $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/compat/requirements.txt
 
 # The tests predict the simulator's deterministic answers, so they always run against it.
 if [ -n "${RAGQ_UPSTREAM_URL:-}" ]; then
@@ -44,11 +58,16 @@ set -a
 source .ragq/run.env
 set +a
 
-log "running the compatibility tests (tests/compat)"
 status=0
-"$VENV/bin/python" -m pytest tests/compat -p no:cacheprovider -rfEs "$@" || status=$?
-if [ "$status" -eq 5 ]; then
-  log "pytest collected no tests: failing"
-  status=1
-fi
+for venv in "${VENVS[@]}"; do
+  sdk=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ragflow-sdk"))')
+  log "running the compatibility tests (tests/compat) with ragflow-sdk $sdk ($venv)"
+  one=0
+  "$venv/bin/python" -m pytest tests/compat -p no:cacheprovider -rfEs "$@" || one=$?
+  if [ "$one" -eq 5 ]; then
+    log "pytest collected no tests: failing"
+    one=1
+  fi
+  [ "$one" -eq 0 ] || status=$one
+done
 exit "$status"

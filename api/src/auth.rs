@@ -97,3 +97,110 @@ impl FromRequestParts<AppState> for Tenant {
         }
     }
 }
+
+/// Requests per embed token per minute, counted in fixed one-minute windows in this process
+/// (each api replica counts its own requests; see the deviations in docs/ARCHITECTURE.md).
+#[derive(Default)]
+pub struct RateLimiter {
+    windows: std::sync::Mutex<std::collections::HashMap<String, (u64, u32)>>,
+}
+
+impl RateLimiter {
+    /// Entries kept at most; older windows are dropped when it would grow past this.
+    const CAPACITY: usize = 100_000;
+
+    /// Counts one request of `token_id` against `limit` per minute at `now_s` (epoch seconds).
+    /// `Err(s)`: over the limit; retry in `s` seconds (the end of the current window).
+    pub fn check(&self, token_id: &str, limit: u32, now_s: u64) -> Result<(), u32> {
+        let window = now_s / 60;
+        let Ok(mut windows) = self.windows.lock() else {
+            return Ok(());
+        };
+        if windows.len() >= Self::CAPACITY && !windows.contains_key(token_id) {
+            windows.retain(|_, (w, _)| *w == window);
+        }
+        let entry = windows.entry(token_id.to_string()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        if entry.1 >= limit {
+            return Err((60 - now_s % 60).max(1) as u32);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+/// The tenant of an embedded chatbot or search page: authorised by an **embed token** (RAGFlow's
+/// `beta` token), never by the tenant's API key, and counted against the token's rate limit
+/// (HTTP 429, code 429, `Retry-After`). Only the `/api/v1/chatbots/*` and `/api/v1/searchbots/*`
+/// routes take it; every other route takes [`Tenant`], which knows nothing of embed tokens.
+#[derive(Clone, Debug)]
+pub struct Embedded {
+    pub tenant: String,
+    pub token_id: String,
+}
+
+/// RAGFlow's answer to a missing or unknown `beta` token (code 102).
+pub const EMBED_INVALID: &str = "Authentication error: API key is invalid!";
+
+impl FromRequestParts<AppState> for Embedded {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let words: Vec<&str> = header.split_whitespace().collect();
+        let [_, token] = words.as_slice() else {
+            return Err(ApiError::data("Authorization is not valid!"));
+        };
+        let grant = ragq_common::embed_token::authenticate(&state.db, token)
+            .await
+            .map_err(|e| match e {
+                ragq_common::embed_token::EmbedTokenError::Db(e) => ApiError::from(e),
+                e => ApiError::internal(e),
+            })?;
+        let Some(grant) = grant else {
+            if tenant_for_key(state, token).await?.is_some() {
+                return Err(ApiError::data(
+                    "Authentication error: an API key is not accepted here; use an embed token.",
+                ));
+            }
+            return Err(ApiError::data(EMBED_INVALID));
+        };
+        let now_s = u64::try_from(ragq_common::now_ms() / 1000).unwrap_or(0);
+        let limit = u32::try_from(grant.rate_per_minute.max(1)).unwrap_or(1);
+        if let Err(retry_after) = state.embed_rate.check(&grant.token_id, limit, now_s) {
+            let mut e = ApiError::busy(format!(
+                "This embed token's rate limit ({limit} requests per minute) is exceeded; retry in {retry_after} s."
+            ));
+            e.retry_after = Some(retry_after);
+            return Err(e);
+        }
+        Ok(Embedded {
+            tenant: grant.tenant_id,
+            token_id: grant.token_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_counts_per_token_per_minute() {
+        let r = RateLimiter::default();
+        assert!(r.check("a", 2, 120).is_ok());
+        assert!(r.check("a", 2, 130).is_ok());
+        assert_eq!(r.check("a", 2, 135), Err(45));
+        assert!(r.check("b", 2, 135).is_ok());
+        assert!(r.check("a", 2, 180).is_ok());
+    }
+}

@@ -86,6 +86,7 @@ impl Api {
         tokio::spawn(watch_queue_depth(broker.clone(), queue_depth.clone()));
         let state = AppState {
             keys: Arc::default(),
+            embed_rate: Arc::default(),
             db,
             jobs: Arc::new(broker.clone()),
             events,

@@ -14,6 +14,8 @@ pub struct AppState {
     pub db: PgPool,
     /// Recently verified API keys.
     pub keys: Arc<crate::auth::KeyCache>,
+    /// Per-embed-token request counts (each token's own rate limit).
+    pub embed_rate: Arc<crate::auth::RateLimiter>,
     pub jobs: Arc<dyn JobPublisher>,
     /// The process's one Redis subscriber connection.
     pub events: RedisSubscriber,

@@ -27,6 +27,15 @@ pub enum JobKind {
     /// result is written to `batch_lines` instead of the event bus. Travels on [`Lane::Batch`];
     /// parameters in [`crate::batch::LineParams`].
     BatchLine,
+    /// `POST /api/v1/sessions/ask` (RAGFlow `ask_about`): retrieval over `params.dataset_ids`,
+    /// RAGFlow's ask prompt, the tenant's default chat model; streamed like a chat, nothing saved.
+    Ask,
+    /// `POST /api/v1/sessions/related_questions`: one LLM call; the numbered answer parsed into
+    /// a list, sent as a `result` event.
+    RelatedQuestions,
+    /// Mind map over `params.dataset_ids` (RAGFlow `searchbots/mindmap`): retrieval, one LLM
+    /// call answering JSON, the parsed tree sent as a `result` event.
+    Mindmap,
 }
 
 /// Which queue a job travels on. Interactive and batch work never share a queue, so batch work
@@ -49,15 +58,21 @@ impl JobKind {
             JobKind::Retrieval => "retrieval",
             JobKind::Ingest => "ingest",
             JobKind::BatchLine => "batch_line",
+            JobKind::Ask => "ask",
+            JobKind::RelatedQuestions => "related_questions",
+            JobKind::Mindmap => "mindmap",
         }
     }
 
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::Chat,
         JobKind::OpenaiChat,
         JobKind::Retrieval,
         JobKind::Ingest,
         JobKind::BatchLine,
+        JobKind::Ask,
+        JobKind::RelatedQuestions,
+        JobKind::Mindmap,
     ];
 }
 

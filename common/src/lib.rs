@@ -22,6 +22,7 @@ pub mod chat_defaults;
 pub mod client_error;
 pub mod config;
 pub mod db;
+pub mod embed_token;
 pub mod event;
 pub mod job;
 pub mod metrics;

@@ -141,6 +141,25 @@ pub async fn load(
     }
 }
 
+/// The tenant's default chat model, ready to use: the one marked `is_default`, else the first
+/// by name (what a chat created without `llm.model_name` gets). `None` if it has no chat model.
+pub async fn default_chat(
+    db: &PgPool,
+    keys: &SecretKeys,
+    tenant_id: &str,
+) -> Result<Option<ModelSpec>, ModelError> {
+    let stored = sqlx::query_as::<_, StoredModel>(select_models!(
+        "WHERE tenant_id = $1 AND kind = 'chat' ORDER BY is_default DESC, name LIMIT 1"
+    ))
+    .bind(tenant_id)
+    .fetch_optional(db)
+    .await?;
+    match stored {
+        Some(stored) => stored.spec(keys).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// The tenant's models, by kind then name.
 pub async fn list(db: &PgPool, tenant_id: &str) -> Result<Vec<StoredModel>, sqlx::Error> {
     sqlx::query_as::<_, StoredModel>(select_models!("WHERE tenant_id = $1 ORDER BY kind, name"))

@@ -33,6 +33,7 @@ const RESERVED: &[&str] = &[
     "user_id",
     "quote",
     "doc_ids",
+    "chat_id",
 ];
 
 /// A parsed completion request.
@@ -89,7 +90,43 @@ pub async fn completions(
     Path(chat_id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req = parse(&body)?;
+    complete(&state, tenant, chat_id, &body, false).await
+}
+
+/// `POST /api/v1/chat/completions` (RAGFlow ≥ 0.25's path): the chat's id is `chat_id` in the
+/// body; otherwise the same as `POST /api/v1/chats/{chat_id}/completions`.
+pub async fn completions_by_body(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req = json_object(&body)?;
+    let chat_id = match req.get("chat_id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(ApiError::argument(
+                "required argument are missing: chat_id; ",
+            ));
+        }
+        Some(_) => return Err(ApiError::argument("`chat_id` must be a string.")),
+    };
+    complete(&state, tenant, chat_id, &body, false).await
+}
+
+/// A RAGFlow completion of `chat_id` for `tenant`. `embedded` (an embedded chatbot,
+/// `/api/v1/chatbots/{id}/completions`): citations are off unless `quote` is given, as RAGFlow's
+/// `chatbot_completions`.
+pub async fn complete(
+    state: &AppState,
+    tenant: String,
+    chat_id: String,
+    body: &[u8],
+    embedded: bool,
+) -> ApiResult<Response> {
+    let mut req = parse(body)?;
+    if embedded && req.quote.is_none() {
+        req.quote = Some(false);
+    }
 
     // Chat ownership and (when given) session ownership in one round trip.
     let row: Option<(String, Option<bool>)> = sqlx::query_as(
@@ -155,7 +192,7 @@ pub async fn completions(
         params: serde_json::Value::Null,
         trace: crate::observe::traceparent(),
     };
-    let stream = start_job(&state, &job, Lane::Interactive).await?;
+    let stream = start_job(state, &job, Lane::Interactive).await?;
 
     let mut resp = if req.stream {
         stream_answer(stream, &job.message_id, &session_id)
@@ -240,8 +277,14 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
     let stream = JobStream::new(sub, job.id, Instant::now() + ttl + RELAY_MARGIN);
     // Time to first chunk: from the request's arrival to the first answer text relayed.
     let stream = match job.kind {
-        JobKind::Chat | JobKind::OpenaiChat => stream.with_ttfc(crate::observe::accepted()),
-        JobKind::Retrieval | JobKind::Ingest | JobKind::BatchLine => stream,
+        JobKind::Chat | JobKind::OpenaiChat | JobKind::Ask => {
+            stream.with_ttfc(crate::observe::accepted())
+        }
+        JobKind::Retrieval
+        | JobKind::Ingest
+        | JobKind::BatchLine
+        | JobKind::RelatedQuestions
+        | JobKind::Mindmap => stream,
     };
     Ok(client_stream(state, stream))
 }

@@ -1,11 +1,13 @@
 //! HTTP routes, one module per resource.
 
+pub mod ask;
 pub mod batch;
 pub mod chats;
 pub mod chunks;
 pub mod completions;
 pub mod datasets;
 pub mod documents;
+pub mod embed;
 pub mod health;
 pub mod jobs;
 pub mod openai;
@@ -13,7 +15,7 @@ pub mod retrieval;
 pub mod sessions;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{any, delete, get, post, put};
 
 use batch::{batches, files};
 
@@ -41,7 +43,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/chats",
             post(chats::create).get(chats::list).delete(chats::delete),
         )
-        .route("/api/v1/chats/{chat_id}", put(chats::update))
+        .route(
+            "/api/v1/chats/{chat_id}",
+            put(chats::update).patch(chats::update),
+        )
         .route(
             "/api/v1/chats/{chat_id}/sessions",
             post(sessions::create)
@@ -50,7 +55,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/chats/{chat_id}/sessions/{session_id}",
-            put(sessions::update),
+            put(sessions::update).patch(sessions::update),
         )
         .route(
             "/api/v1/chats_openai/{chat_id}/chat/completions",
@@ -98,6 +103,51 @@ pub fn router(state: AppState) -> Router {
             get(chunks::list).post(chunks::add).delete(chunks::remove),
         )
         .route("/api/v1/retrieval", post(retrieval::retrieval))
+        // RAGFlow ≥ 0.25 paths, beside the v0.22.1 ones (same handlers).
+        .route(
+            "/api/v1/chat/completions",
+            post(completions::completions_by_body),
+        )
+        .route(
+            "/api/v1/openai/{chat_id}/chat/completions",
+            post(openai::chat_completions),
+        )
+        // Dataset-level model work without a chat (RAGFlow's sessions/ask, related_questions).
+        .route("/api/v1/sessions/ask", post(ask::ask))
+        .route(
+            "/api/v1/sessions/related_questions",
+            post(ask::related_questions),
+        )
+        .route("/api/v1/sessions/mindmap", post(ask::mindmap))
+        // Embed tokens (API key) and the embedded chatbot and search routes (embed token only).
+        .route(
+            "/api/v1/embed_tokens",
+            post(embed::create_token).get(embed::list_tokens),
+        )
+        .route("/api/v1/embed_tokens/{id}", delete(embed::revoke_token))
+        .route(
+            "/api/v1/chatbots/{chat_id}/completions",
+            post(embed::chatbot_completions),
+        )
+        .route("/api/v1/chatbots/{chat_id}/info", get(embed::chatbot_info))
+        .route("/api/v1/searchbots/ask", post(embed::searchbot_ask))
+        .route(
+            "/api/v1/searchbots/related_questions",
+            post(embed::searchbot_related),
+        )
+        .route("/api/v1/searchbots/mindmap", post(embed::searchbot_mindmap))
+        .route(
+            "/api/v1/searchbots/retrieval_test",
+            post(embed::searchbot_retrieval),
+        )
+        // Features of newer RAGFlow versions that ragq does not have.
+        .route("/api/v1/agents", any(embed::not_served))
+        .route("/api/v1/agents/{*rest}", any(embed::not_served))
+        .route("/api/v1/agentbots/{*rest}", any(embed::not_served))
+        .route("/api/v1/memories", any(embed::not_served))
+        .route("/api/v1/memories/{*rest}", any(embed::not_served))
+        .route("/api/v1/memory", any(embed::not_served))
+        .route("/api/v1/memory/{*rest}", any(embed::not_served))
         .fallback(|| async { ApiError::new(404, "Not Found") })
         .method_not_allowed_fallback(|| async { ApiError::new(405, "Method Not Allowed") })
         .with_state(state)

@@ -149,7 +149,11 @@ pub async fn retrieval(
     Tenant(tenant): Tenant,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req = body_object(body)?;
+    run(&state, &tenant, body_object(body)?).await
+}
+
+/// A retrieval request of `tenant` (also `POST /api/v1/searchbots/retrieval_test`).
+pub async fn run(state: &AppState, tenant: &str, req: Map<String, Value>) -> ApiResult<Response> {
     let dataset_ids = match req.get("dataset_ids") {
         None | Some(Value::Null) => return Err(ApiError::data("`dataset_ids` is required.")),
         Some(v) => dedup(string_list(v, "dataset_ids", data_err)?),
@@ -198,7 +202,7 @@ pub async fn retrieval(
         "SELECT id, embedding_model FROM datasets WHERE id = ANY($1) AND tenant_id = $2",
     )
     .bind(&dataset_ids)
-    .bind(&tenant)
+    .bind(tenant)
     .fetch_all(&state.db)
     .await?;
     if let Some(missing) = dataset_ids
@@ -230,7 +234,7 @@ pub async fn retrieval(
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM models WHERE tenant_id = $1 AND kind = 'rerank' AND name = $2)",
         )
-        .bind(&tenant)
+        .bind(tenant)
         .bind(rerank)
         .fetch_one(&state.db)
         .await?;
@@ -255,8 +259,8 @@ pub async fn retrieval(
         "rerank_id": rerank_id,
         "highlight": highlight,
     });
-    let job = new_job(&state, JobKind::Retrieval, &tenant, question, params);
-    let data = await_result(&state, &job, Lane::Interactive).await?;
+    let job = new_job(state, JobKind::Retrieval, tenant, question, params);
+    let data = await_result(state, &job, Lane::Interactive).await?;
     Ok(ok(data))
 }
 

@@ -144,6 +144,52 @@ pub fn new_session_events(prologue: &str, session_id: &str) -> Bytes {
     sse_with_end(&body)
 }
 
+/// The stream of `POST /api/v1/sessions/ask` (RAGFlow `ask_about`): every event is
+/// `{"code": 0, "message": "", "data": {"answer": <cumulative>, "reference": {}}}`; the final one
+/// carries the decorated answer and the `reference` (`total`, `chunks`, `doc_aggs`); errors are
+/// RAGFlow's code 500 event; the stream closes with [`END`]. No session, no message id.
+#[derive(Default)]
+pub struct AskSse {
+    answer: String,
+    reference: Option<Reference>,
+}
+
+impl AskSse {
+    pub fn event(&mut self, item: Item) -> Option<Bytes> {
+        match item {
+            Item::Delta(text) => {
+                self.answer.push_str(&text);
+                let body = json!({"code": 0, "message": "", "data": {"answer": self.answer, "reference": {}}});
+                let mut out = Vec::with_capacity(64 + self.answer.len());
+                out.extend_from_slice(b"data:");
+                out.extend_from_slice(&to_py_json(&body));
+                out.extend_from_slice(b"\n\n");
+                Some(Bytes::from(out))
+            }
+            Item::Reference(r) => {
+                self.reference = Some(r);
+                None
+            }
+            Item::Reset => {
+                self.answer.clear();
+                self.reference = None;
+                None
+            }
+            Item::Idle => Some(Bytes::from_static(super::KEEP_ALIVE)),
+            Item::Result(_) => None,
+            Item::Done(done) => {
+                let body = json!({"code": 0, "message": "", "data": {
+                    "answer": done.answer,
+                    "reference": reference_json(self.reference.as_ref()),
+                }});
+                Some(sse_with_end(&body))
+            }
+            Item::Failed(failure) => Some(sse_with_end(&error_json(&failure.message))),
+            Item::Interrupted { message } => Some(sse_with_end(&interrupted_json(&message))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

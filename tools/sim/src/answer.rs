@@ -127,6 +127,12 @@ pub fn build(messages: &[ChatMessage], tokens: usize) -> Answer {
     if let Some(question) = messages.last().and_then(|m| refine_request(&m.content)) {
         return Answer::from_words(question.split_whitespace());
     }
+    if let Some(keywords) = messages.last().and_then(|m| related_request(&m.content)) {
+        return budgeted(&related_answer(keywords), tokens);
+    }
+    if let Some(text) = messages.iter().find_map(|m| mindmap_request(&m.content)) {
+        return budgeted(&mindmap_answer(text), tokens);
+    }
     let chunks = messages
         .iter()
         .map(|m| parse_knowledge(&m.content))
@@ -220,7 +226,9 @@ fn is_separator(line: &str) -> bool {
 /// template's "The above is the knowledge base." and ragq's citation instructions.
 fn ends_knowledge(line: &str) -> bool {
     let line = line.trim_start();
-    line.starts_with("The above is the knowledge base") || line.starts_with("# Citations")
+    line.starts_with("The above is the knowledge base")
+        || line.starts_with("The above is information from knowledge bases")
+        || line.starts_with("# Citations")
 }
 
 pub fn parse_knowledge(text: &str) -> Vec<KnowledgeChunk<'_>> {
@@ -284,9 +292,136 @@ fn refine_request(content: &str) -> Option<&str> {
         .map(str::trim)
 }
 
+/// `text` cut to `tokens` space-separated tokens. Splitting on spaces only (not all whitespace)
+/// keeps the newlines of a multi-line answer inside its tokens.
+fn budgeted(text: &str, tokens: usize) -> Answer {
+    Answer::from_words(text.split(' ').take(tokens))
+}
+
+/// A related-questions request (RAGFlow's prompt shape) ends with `Related search terms:` after
+/// a `Keywords: …` line; returns the keywords.
+fn related_request(content: &str) -> Option<&str> {
+    let body = content.trim_end().strip_suffix("Related search terms:")?;
+    body.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Keywords:"))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// Five numbered search terms built from the keywords, one per line.
+fn related_answer(keywords: &str) -> String {
+    let k = keywords.split_whitespace().collect::<Vec<_>>().join(" ");
+    [
+        "overview",
+        "examples",
+        "best practices",
+        "troubleshooting",
+        "in production",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, suffix)| format!("{}. {k} {suffix}", i + 1))
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+/// The line heading each document's text in a mind-map request.
+pub const MINDMAP_DOCUMENT: &str = "### Document: ";
+
+/// A mind-map request (the worker's prompt in RAGFlow's shape: "… into a mind map", then
+/// `-TEXT-` and the text); returns the text.
+fn mindmap_request(content: &str) -> Option<&str> {
+    if !content.contains("into a mind map") {
+        return None;
+    }
+    content.split_once("-TEXT-").map(|(_, text)| text)
+}
+
+/// A JSON mind map of the text: `{"id":"root","children":[…]}` with one node per
+/// `### Document: <name>` section (first appearance order) and, under it, a leaf with the first
+/// four words of the section's text. Compact JSON, so only the leaves' spaces split tokens.
+fn mindmap_answer(text: &str) -> String {
+    let mut sections: Vec<(String, String)> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_prefix(MINDMAP_DOCUMENT.trim_end()) {
+            let name = name.trim().to_string();
+            current = Some(match sections.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => {
+                    sections.push((name, String::new()));
+                    sections.len() - 1
+                }
+            });
+            continue;
+        }
+        if let Some(i) = current
+            && sections[i].1.is_empty()
+        {
+            let words: Vec<&str> = line
+                .split_whitespace()
+                .filter(|w| w.chars().any(char::is_alphanumeric))
+                .take(4)
+                .collect();
+            sections[i].1 = words.join(" ");
+        }
+    }
+    let children: Vec<serde_json::Value> = sections
+        .into_iter()
+        .map(|(name, leaf)| {
+            if leaf.is_empty() {
+                serde_json::json!({"id": name, "children": []})
+            } else {
+                serde_json::json!({"id": name, "children": [{"id": leaf, "children": []}]})
+            }
+        })
+        .collect();
+    serde_json::json!({"id": "root", "children": children}).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn related_and_mindmap_requests_get_structured_answers() {
+        let user = |c: &str| ChatMessage::new("user", c);
+        let a = build(
+            &[user("\nKeywords: job queue\nRelated search terms:\n    ")],
+            48,
+        );
+        let lines: Vec<&str> = a.text.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0], "1. job queue overview");
+        let m = build(
+            &[
+                ChatMessage::new(
+                    "system",
+                    "… into a mind map.\n-TEXT-\n### Document: a.md\nThe queue is durable.\n### Document: b.md\n# Lanes\nTwo lanes.",
+                ),
+                user("Output:"),
+            ],
+            48,
+        );
+        let v: serde_json::Value = serde_json::from_str(&m.text).unwrap();
+        assert_eq!(v["id"], "root");
+        assert_eq!(v["children"][0]["id"], "a.md");
+        assert_eq!(
+            v["children"][0]["children"][0]["id"],
+            "The queue is durable."
+        );
+        assert_eq!(v["children"][1]["children"][0]["id"], "Lanes");
+        // A small budget cuts the JSON: what an invalid answer looks like.
+        assert!(serde_json::from_str::<serde_json::Value>(&build(&[m_req()], 2).text).is_err());
+    }
+
+    fn m_req() -> ChatMessage {
+        ChatMessage::new(
+            "system",
+            "into a mind map -TEXT-\n### Document: a.md\nThe queue is durable.",
+        )
+    }
 
     const KB: &str = "Use the knowledge below.\n\
         \n\

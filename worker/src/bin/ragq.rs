@@ -134,6 +134,73 @@ enum Cmd {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         refine_multiturn: bool,
     },
+    /// Embed tokens of a tenant (embedded chatbots and search pages; RAGFlow's `beta` token).
+    EmbedToken {
+        #[command(subcommand)]
+        cmd: EmbedTokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum EmbedTokenCmd {
+    /// Create a token (printed once as RAGQ_EMBED_TOKEN).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Requests per minute the token may make.
+        #[arg(long, default_value_t = ragq_common::embed_token::DEFAULT_RATE_PER_MINUTE)]
+        rate_per_minute: i32,
+    },
+    /// List a tenant's tokens, one line each (never the token itself).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a token by its id; it authorises nothing from the next request on.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+}
+
+async fn embed_token(db: &sqlx::PgPool, cmd: EmbedTokenCmd) -> anyhow::Result<()> {
+    use ragq_common::embed_token as et;
+    match cmd {
+        EmbedTokenCmd::Create {
+            tenant,
+            label,
+            rate_per_minute,
+        } => {
+            let created = et::create(db, &tenant, &label, Some(rate_per_minute)).await?;
+            println!(
+                "RAGQ_EMBED_TOKEN_ID={}\nRAGQ_EMBED_TOKEN={}",
+                created.row.id, created.token
+            );
+        }
+        EmbedTokenCmd::List { tenant } => {
+            for t in et::list(db, &tenant).await? {
+                println!(
+                    "id={} label={:?} rate_per_minute={} created={} revoked={}",
+                    t.id,
+                    t.label,
+                    t.rate_per_minute,
+                    t.created_at.to_rfc3339(),
+                    t.revoked_at
+                        .map_or_else(|| "no".to_string(), |r| r.to_rfc3339())
+                );
+            }
+        }
+        EmbedTokenCmd::Revoke { tenant, id } => {
+            if !et::revoke(db, &tenant, &id).await? {
+                anyhow::bail!("tenant {tenant} has no live embed token {id}");
+            }
+            println!("REVOKED={id}");
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -178,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
             let n = broker.replay_dead_letters(job).await?;
             println!("REPLAYED={n}");
         }
+        Cmd::EmbedToken { cmd } => embed_token(&db, cmd).await?,
         Cmd::CreateTenant { name } => {
             let t = admin::create_tenant(&db, &name).await?;
             println!("RAGQ_TENANT_ID={}\nRAGQ_API_KEY={}", t.tenant_id, t.api_key);

@@ -97,6 +97,13 @@ impl Pipeline {
                     JobKind::Retrieval => crate::jobs::retrieval::run(self, job, &mut events).await,
                     JobKind::Ingest => crate::jobs::ingest::run(self, job, &cancel).await,
                     JobKind::BatchLine => Ok(()),
+                    JobKind::Ask => crate::jobs::ask::run(self, job, &mut events, &cancel).await,
+                    JobKind::RelatedQuestions => {
+                        crate::jobs::related::run(self, job, &mut events, &cancel).await
+                    }
+                    JobKind::Mindmap => {
+                        crate::jobs::mindmap::run(self, job, &mut events, &cancel).await
+                    }
                 }
             };
             match tokio::time::timeout(Duration::from_millis(remaining as u64), work).await {
@@ -464,7 +471,7 @@ fn queued_ms(job: &Job) -> Option<i64> {
 }
 
 /// Runs `fut` unless the job is cancelled first (`None`: cancelled, `fut` dropped).
-async fn until_cancelled<T>(
+pub(crate) async fn until_cancelled<T>(
     cancel: &CancellationToken,
     fut: impl std::future::Future<Output = T>,
 ) -> Option<T> {
@@ -510,7 +517,7 @@ async fn replay(events: &mut JobEvents, saved: persist::SavedTurn) -> Result<(),
 }
 
 /// Generation settings from the chat's `llm_setting`, `max_tokens` clipped to the model budget.
-fn gen_conf(setting: &serde_json::Value, budget: usize) -> GenConf {
+pub(crate) fn gen_conf(setting: &serde_json::Value, budget: usize) -> GenConf {
     let f = |k: &str| setting.get(k).and_then(serde_json::Value::as_f64);
     GenConf {
         temperature: f("temperature"),
