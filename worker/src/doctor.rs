@@ -217,13 +217,14 @@ pub async fn models(
         .into_iter()
         .filter(|r| only.is_empty() || only.contains(&r.name))
     {
+        let place = if row.base_url.is_empty() {
+            row.provider.clone()
+        } else {
+            format!("{}, {}", row.provider, redact(&row.base_url))
+        };
         let what = format!(
-            "model {} `{}` of tenant {} ({}, {})",
-            row.kind,
-            row.name,
-            row.tenant_id,
-            row.provider,
-            redact(&row.base_url)
+            "model {} `{}` of tenant {} ({place})",
+            row.kind, row.name, row.tenant_id
         );
         let outcome = match row.spec(keys) {
             Ok(spec) => model(providers, http, &spec, limit).await,
