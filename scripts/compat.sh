@@ -61,6 +61,12 @@ set +a
 status=0
 for venv in "${VENVS[@]}"; do
   sdk=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ragflow-sdk"))')
+  if [ "$venv" = "$VENV_NEWEST" ]; then
+    # The newer SDKs read RAGFlow >= 0.25's response shapes (docs/ARCHITECTURE.md,
+    # RAGQ_RAGFLOW_COMPAT): restart ragq answering with them; the demo data stays.
+    log "restarting ragq with RAGQ_RAGFLOW_COMPAT=0.25 for ragflow-sdk $sdk"
+    RAGQ_RAGFLOW_COMPAT=0.25 RAGQ_WORKERS=2 bash scripts/up.sh >/dev/null
+  fi
   log "running the compatibility tests (tests/compat) with ragflow-sdk $sdk ($venv)"
   one=0
   "$venv/bin/python" -m pytest tests/compat -p no:cacheprovider -rfEs "$@" || one=$?

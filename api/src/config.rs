@@ -54,6 +54,12 @@ pub struct ApiConfig {
     #[arg(long, env = "RAGQ_DISCONNECT_GRACE_S", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub disconnect_grace_s: u64,
+    /// Which RAGFlow version's response shapes to answer with where they differ: `0.22` (the
+    /// default; `ragflow-sdk` 0.22.x) or `0.25` (RAGFlow ≥ 0.25 and `ragflow-sdk` ≥ 0.23). So far
+    /// only `GET /api/v1/chats` differs: a list in 0.22, `{"chats": [...], "total": n}` from
+    /// 0.25 on. A request's `X-Ragflow-Api` header (`0.22` or `0.25`) overrides it.
+    #[arg(long, env = "RAGQ_RAGFLOW_COMPAT", value_enum, default_value = "0.22")]
+    pub ragflow_compat: RagflowCompat,
     /// Name of this ingress instance (Redis connection name, logs).
     #[arg(long, env = "RAGQ_INSTANCE")]
     pub instance: Option<String>,
@@ -64,5 +70,28 @@ impl ApiConfig {
         self.instance
             .clone()
             .unwrap_or_else(|| format!("ragq-api-{}", std::process::id()))
+    }
+}
+
+/// The RAGFlow version whose response shapes the api answers with (see
+/// [`ApiConfig::ragflow_compat`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RagflowCompat {
+    /// RAGFlow v0.22.1 (`ragflow-sdk` 0.22.x).
+    #[value(name = "0.22")]
+    V0_22,
+    /// RAGFlow ≥ 0.25 (`ragflow-sdk` ≥ 0.23).
+    #[value(name = "0.25")]
+    V0_25,
+}
+
+impl RagflowCompat {
+    /// The configured shape, unless the request's `X-Ragflow-Api` header names another.
+    pub fn for_request(self, headers: &axum::http::HeaderMap) -> RagflowCompat {
+        match headers.get("x-ragflow-api").and_then(|v| v.to_str().ok()) {
+            Some("0.22") => RagflowCompat::V0_22,
+            Some(v) if v.starts_with("0.2") && v != "0.22" => RagflowCompat::V0_25,
+            _ => self,
+        }
     }
 }

@@ -92,15 +92,13 @@ pub fn html_to_text(html: &str) -> String {
     let mut pos = 0;
     while let Some(open) = memchr::memchr(b'<', &bytes[pos..]).map(|i| pos + i) {
         out.push_str(&html[pos..open]);
-        let skip_until = if starts_with_ci(&bytes[open..], b"<script") {
-            Some(&b"</script>"[..])
-        } else if starts_with_ci(&bytes[open..], b"<style") {
-            Some(&b"</style>"[..])
-        } else {
-            None
-        };
-        if let Some(end_tag) = skip_until {
-            pos = find_ci(bytes, open + 1, end_tag).map_or(bytes.len(), |e| e + end_tag.len());
+        // `<script …>` and `<style …>` (not `<scripts>`, `<scriptx>`) hide everything up to their
+        // end tag, which may have white space before its `>` (`</SCRIPT >`).
+        let raw = [&b"script"[..], &b"style"[..]]
+            .into_iter()
+            .find(|name| opens_element(&bytes[open..], name));
+        if let Some(name) = raw {
+            pos = find_end_tag(bytes, open + 1, name).unwrap_or(bytes.len());
             continue;
         }
         match memchr::memchr(b'>', &bytes[open..]).map(|i| open + i) {
@@ -128,18 +126,34 @@ pub fn html_to_text(html: &str) -> String {
         .replace("&nbsp;", " ")
 }
 
-fn starts_with_ci(hay: &[u8], prefix: &[u8]) -> bool {
-    hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
+/// True when `hay` starts with `<name` followed by the end of a tag name (white space, `>`,
+/// `/` or the end of the text), ASCII case insensitively.
+fn opens_element(hay: &[u8], name: &[u8]) -> bool {
+    hay.len() > name.len()
+        && hay[1..=name.len()].eq_ignore_ascii_case(name)
+        && hay
+            .get(name.len() + 1)
+            .is_none_or(|c| c.is_ascii_whitespace() || *c == b'>' || *c == b'/')
 }
 
-/// First position at or after `from` where `needle` (starting with `<`) occurs, ASCII case
-/// insensitively.
-fn find_ci(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+/// The position just after the first `</name…>` end tag at or after `from` (`</name` then
+/// optional white space and `>`), ASCII case insensitively. One forward scan: linear.
+fn find_end_tag(hay: &[u8], from: usize, name: &[u8]) -> Option<usize> {
     let mut at = from;
-    while let Some(i) = memchr::memchr(needle[0], &hay[at..]) {
+    while let Some(i) = memchr::memchr(b'<', &hay[at..]) {
         let p = at + i;
-        if starts_with_ci(&hay[p..], needle) {
-            return Some(p);
+        let rest = &hay[p..];
+        if rest.len() >= name.len() + 2
+            && rest[1] == b'/'
+            && rest[2..2 + name.len()].eq_ignore_ascii_case(name)
+        {
+            let mut q = p + 2 + name.len();
+            while q < hay.len() && hay[q].is_ascii_whitespace() {
+                q += 1;
+            }
+            if hay.get(q) == Some(&b'>') {
+                return Some(q + 1);
+            }
         }
         at = p + 1;
     }
@@ -438,5 +452,15 @@ mod tests {
             t.split_whitespace().collect::<Vec<_>>(),
             vec!["Hello", "&", "bye", "next"]
         );
+        // Only real script/style elements hide text; their end tag may carry white space.
+        let t = html_to_text(
+            "a <scripts> b <scriptx>c</scriptx> <SCRIPT>x</SCRIPT >d <style\n>s</style\t> e",
+        );
+        assert_eq!(
+            t.split_whitespace().collect::<Vec<_>>(),
+            vec!["a", "b", "c", "d", "e"]
+        );
+        // An unclosed script hides the rest, as a browser would.
+        assert_eq!(html_to_text("keep<script>lost").trim(), "keep");
     }
 }

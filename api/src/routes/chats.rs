@@ -70,6 +70,7 @@
 //! - The 109 message has no stray quote (RAGFlow: `Datasets use different embedding models."`).
 //! - `meta_data_filter` is always `{}`; ragq has no metadata filtering.
 
+use crate::config::RagflowCompat;
 use std::collections::{HashMap, HashSet};
 
 use axum::body::Bytes;
@@ -977,6 +978,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
+    headers: axum::http::HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult {
     let params = ListParams::parse(&query_map(query)?)?;
@@ -1033,7 +1035,20 @@ pub async fn list(
             chat_json(row, DatasetsOut::Full(list))
         })
         .collect();
-    Ok(ok(Value::Array(chats)))
+    if state.cfg.ragflow_compat.for_request(&headers) == RagflowCompat::V0_22 {
+        return Ok(ok(Value::Array(chats)));
+    }
+    // RAGFlow ≥ 0.25: the page with the number of matching chats.
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM chats WHERE tenant_id = $1 AND status = '1'
+           AND ($2::text IS NULL OR id = $2) AND ($3::text IS NULL OR name = $3)",
+    )
+    .bind(&tenant)
+    .bind(&params.id)
+    .bind(&params.name)
+    .fetch_one(db)
+    .await?;
+    Ok(ok(serde_json::json!({"chats": chats, "total": total})))
 }
 
 /// `PUT /api/v1/chats/{chat_id}`: any subset of the create fields; `llm` and `prompt` are merged

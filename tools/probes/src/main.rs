@@ -14,6 +14,7 @@
 //! Build in release for numbers that mean anything: `cargo build --release -p ragq-probe`.
 
 mod corpus;
+mod html;
 mod net;
 mod rabbitmq;
 mod redis_bus;
@@ -42,6 +43,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Probe {
+    /// Document parsing time on pathological HTML of 1–10 MiB (linear: constant ms per MiB).
+    Html {
+        #[arg(long, default_value_t = 10)]
+        max_mib: usize,
+    },
     /// Latency of the worker's retrieval step on N synthetic chunks (target p99 <= 20 ms at 100k).
     Retrieval {
         /// Chunks in the probe dataset (built once, reused while the count matches).
@@ -137,6 +143,7 @@ enum Probe {
 
 async fn run(probe: Probe) -> anyhow::Result<serde_json::Value> {
     match probe {
+        Probe::Html { max_mib } => html::run(html::Args { max_mib }),
         Probe::Retrieval {
             chunks,
             database_url,
