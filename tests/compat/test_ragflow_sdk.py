@@ -221,3 +221,24 @@ def test_retrieve_limited_to_other_documents_misses_the_fact(rag, kb):
     chunks = rag.retrieve(dataset_ids=[kb.dataset.id], document_ids=others, question=fact.question)
     assert all(c.document_id in others for c in chunks)
     assert all(fact.sentence not in c.content for c in chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunk updates (ragflow-sdk 0.22.1 sends PUT, >= 0.23 PATCH: both must work)
+
+
+def test_chunk_update_replaces_content_and_keywords(kb):
+    doc = next(iter(kb.docs.values()))
+    chunk = doc.add_chunk(content="The zebra protocol retries seven times.", important_keywords=["zebra"])
+    try:
+        chunk.update({"content": "The okapi gateway answers within forty milliseconds.",
+                      "important_keywords": ["okapi", "gateway"]})
+        [listed] = doc.list_chunks(id=chunk.id)
+        assert listed.content == "The okapi gateway answers within forty milliseconds."
+        assert listed.important_keywords == ["okapi", "gateway"]
+        chunk.update({"available": False})
+        [listed] = doc.list_chunks(id=chunk.id)
+        assert listed.available is False
+    finally:
+        doc.delete_chunks([chunk.id])
+    assert not [c for c in doc.list_chunks(page_size=1024) if c.id == chunk.id]

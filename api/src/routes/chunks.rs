@@ -363,6 +363,74 @@ pub async fn add(
     Ok(ok(data))
 }
 
+/// `PUT` (RAGFlow v0.22.1) or `PATCH` (RAGFlow ≥ 0.25) `/api/v1/datasets/{ds}/documents/{doc}/
+/// chunks/{chunk_id}` with any of `{content, important_keywords, questions, available}` →
+/// `{"code": 0}`. New `content` is embedded again by a worker (an `ingest` job on the
+/// interactive lane, awaited, as adding a chunk is); the other fields are written here.
+pub async fn update(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path((dataset_id, document_id, chunk_id)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req = body_object(body)?;
+    owned_doc(&state, &tenant, &dataset_id, &document_id).await?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM chunks WHERE id = $1 AND document_id = $2)",
+    )
+    .bind(&chunk_id)
+    .bind(&document_id)
+    .fetch_one(&state.db)
+    .await?;
+    if !exists {
+        return Err(ApiError::data(format!("Can't find this chunk {chunk_id}")));
+    }
+    let content = match req.get("content") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && !s.contains('\0') => Some(s.clone()),
+        Some(_) => return Err(ApiError::data("`content` must be a non-empty string")),
+    };
+    let list = |field: &str| -> Result<Option<Vec<String>>, ApiError> {
+        match req.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(_)) => chunk_strings(&req, field).map(Some),
+            Some(_) => Err(ApiError::data(format!("`{field}` should be a list"))),
+        }
+    };
+    let important_keywords = list("important_keywords")?;
+    let questions = list("questions")?;
+    let available = match req.get("available") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::Number(n)) => Some(n.as_i64() != Some(0)),
+        Some(_) => return Err(ApiError::argument("`available` must be a boolean")),
+    };
+    sqlx::query(
+        "UPDATE chunks SET important_keywords = COALESCE($3, important_keywords),
+                questions = COALESCE($4, questions), available = COALESCE($5, available)
+         WHERE id = $1 AND document_id = $2",
+    )
+    .bind(&chunk_id)
+    .bind(&document_id)
+    .bind(&important_keywords)
+    .bind(&questions)
+    .bind(available)
+    .execute(&state.db)
+    .await?;
+    if let Some(content) = content {
+        let params = json!({
+            "dataset_id": dataset_id,
+            "document_id": document_id,
+            "chunk_id": chunk_id,
+            "content": content,
+            "update": true,
+        });
+        let job = new_job(&state, JobKind::Ingest, &tenant, String::new(), params);
+        await_result(&state, &job, Lane::Interactive).await?;
+    }
+    Ok(ok(Value::Null))
+}
+
 /// `DELETE /api/v1/datasets/{ds}/documents/{doc}/chunks` with `{"chunk_ids": [...]}`. Absent,
 /// null or empty `chunk_ids` deletes nothing (RAGFlow v0.22.1 deleted every chunk of the
 /// document then). Ids not found are reported with 102 after the others were deleted.

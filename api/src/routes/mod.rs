@@ -102,6 +102,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/datasets/{dataset_id}/documents/{document_id}/chunks",
             get(chunks::list).post(chunks::add).delete(chunks::remove),
         )
+        .route(
+            "/api/v1/datasets/{dataset_id}/documents/{document_id}/chunks/{chunk_id}",
+            put(chunks::update).patch(chunks::update),
+        )
         .route("/api/v1/retrieval", post(retrieval::retrieval))
         // RAGFlow ≥ 0.25 paths, beside the v0.22.1 ones (same handlers).
         .route(

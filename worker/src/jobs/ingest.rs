@@ -58,12 +58,16 @@ struct Params {
     important_keywords: Vec<String>,
     #[serde(default)]
     questions: Vec<String>,
+    /// With `chunk_id`: replace that chunk's content (and embedding) instead of adding one.
+    #[serde(default)]
+    update: bool,
 }
 
 pub async fn run(p: &Pipeline, job: &Job, cancel: &CancellationToken) -> Result<(), StepError> {
     let params: Params = serde_json::from_value(job.params.clone())
         .map_err(|e| StepError::BadRequest(format!("bad ingest parameters: {e}")))?;
     match &params.chunk_id {
+        Some(chunk_id) if params.update => update_chunk(p, job, &params, chunk_id).await,
         Some(chunk_id) => add_chunk(p, job, &params, chunk_id).await,
         None => parse(p, job, &params, cancel).await,
     }
@@ -301,13 +305,12 @@ impl Progress for DbProgress {
     }
 }
 
-/// Embeds and inserts one chunk, then answers on the bus.
-async fn add_chunk(
+/// The tenant's document of `params` and the embedding of `params.content` by its dataset's model.
+async fn embed_content(
     p: &Pipeline,
     job: &Job,
     params: &Params,
-    chunk_id: &str,
-) -> Result<(), StepError> {
+) -> Result<(DocRow, Vec<f32>), StepError> {
     let doc = load_doc(&p.db, job, params).await?.ok_or_else(|| {
         StepError::BadRequest(format!(
             "You don't own the document {}.",
@@ -339,6 +342,75 @@ async fn add_chunk(
                 "the embedding model returned no vector".into(),
             ))
         })?;
+    Ok((doc, vector))
+}
+
+/// Sends `data` as the job's `result`, then `done`.
+async fn answer(p: &Pipeline, job: &Job, data: serde_json::Value) -> Result<(), StepError> {
+    let mut events = JobEvents::new(Arc::clone(&p.bus), job.id, 0);
+    events.send(EventBody::Result { data }).await?;
+    events
+        .send(EventBody::Done(Box::new(Done {
+            message_id: job.message_id.clone(),
+            answer: String::new(),
+            prompt: String::new(),
+            created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+            usage: Usage::default(),
+            stopped: false,
+        })))
+        .await?;
+    Ok(())
+}
+
+/// Embeds new content for an existing chunk and replaces its content and embedding (the
+/// document's token count follows). Running it again writes the same values.
+async fn update_chunk(
+    p: &Pipeline,
+    job: &Job,
+    params: &Params,
+    chunk_id: &str,
+) -> Result<(), StepError> {
+    let (_, vector) = embed_content(p, job, params).await?;
+    let tokens = approx_tokens(&params.content) as i32;
+    let mut tx = p.db.begin().await?;
+    let old: Option<String> = sqlx::query_scalar(
+        "SELECT content FROM chunks WHERE id = $1 AND document_id = $2 FOR UPDATE",
+    )
+    .bind(chunk_id)
+    .bind(&params.document_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(old) = old else {
+        return Err(StepError::BadRequest(format!(
+            "Can't find this chunk {chunk_id}"
+        )));
+    };
+    sqlx::query("UPDATE chunks SET content = $2, embedding = $3 WHERE id = $1")
+        .bind(chunk_id)
+        .bind(&params.content)
+        .bind(encode_embedding(&vector))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE documents SET token_count = GREATEST(token_count + $2, 0), updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(&params.document_id)
+    .bind(tokens - approx_tokens(&old) as i32)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    answer(p, job, json!({"chunk_id": chunk_id})).await
+}
+
+/// Embeds and inserts one chunk, then answers on the bus.
+async fn add_chunk(
+    p: &Pipeline,
+    job: &Job,
+    params: &Params,
+    chunk_id: &str,
+) -> Result<(), StepError> {
+    let (doc, vector) = embed_content(p, job, params).await?;
     let tokens = approx_tokens(&params.content) as i32;
     let mut tx = p.db.begin().await?;
     // The id comes from the ingress: a redelivered job inserts nothing the second time.
@@ -394,21 +466,5 @@ async fn add_chunk(
         "create_time": created.format("%Y-%m-%d %H:%M:%S").to_string(),
         "create_timestamp": created.timestamp_micros() as f64 / 1e6,
     });
-    let mut events = JobEvents::new(Arc::clone(&p.bus), job.id, 0);
-    events
-        .send(EventBody::Result {
-            data: json!({"chunk": chunk}),
-        })
-        .await?;
-    events
-        .send(EventBody::Done(Box::new(Done {
-            message_id: job.message_id.clone(),
-            answer: String::new(),
-            prompt: String::new(),
-            created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
-            usage: Usage::default(),
-            stopped: false,
-        })))
-        .await?;
-    Ok(())
+    answer(p, job, json!({"chunk": chunk})).await
 }
