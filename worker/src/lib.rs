@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod consumer;
+pub mod dead_notices;
 pub mod doctor;
 pub mod health;
 pub mod ingest;
@@ -144,6 +145,13 @@ impl Worker {
                 }
             });
         }
+        // Dead-lettered jobs: end their clients' streams at once (until the drain is over).
+        tokio::spawn(dead_notices::run(
+            self.broker.clone(),
+            self.pipeline.bus.clone(),
+            format!("{}-dead-notices", self.pipeline.worker_id),
+            health_stop.clone(),
+        ));
         let mut lanes = Vec::new();
         for lane in Lane::ALL {
             let tag = format!("{}-{}", self.pipeline.worker_id, lane.as_str());

@@ -62,6 +62,8 @@ pub struct Delivery {
     pub message_id: Option<String>,
     /// The AMQP header `traceparent`, if the publisher set one (see [`crate::trace`]).
     pub traceparent: Option<String>,
+    /// For a dead-lettered message, why (`x-death`: `delivery_limit`, `expired`, `rejected`).
+    pub death_reason: Option<String>,
     pub settle: Box<dyn Settle>,
 }
 

@@ -54,6 +54,11 @@ impl Topology {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.jobs.dead", self.prefix)
     }
+    /// Every dead-lettered job is also routed here (same exchange and key as the dead-letter
+    /// queue), so that a worker can end the job's stream at once; a notice lives 60 s at most.
+    pub fn dead_notice_queue(&self) -> String {
+        format!("{}.jobs.dead.notify", self.prefix)
+    }
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dlx", self.prefix)
     }
@@ -140,6 +145,25 @@ impl RabbitMq {
         let consumer = channel
             .basic_consume(
                 ShortString::from(self.topology.queue(lane)),
+                ShortString::from(tag.to_string()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(proto)?;
+        Ok(RabbitConsumer { channel, consumer })
+    }
+
+    /// Starts consuming the notices of dead-lettered jobs (see `Topology::dead_notice_queue`).
+    pub async fn consume_dead_notices(&self, tag: &str) -> Result<RabbitConsumer, BrokerError> {
+        let channel = self.conn.create_channel().await.map_err(proto)?;
+        channel
+            .basic_qos(32, BasicQosOptions { global: false })
+            .await
+            .map_err(proto)?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(self.topology.dead_notice_queue()),
                 ShortString::from(tag.to_string()),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -274,6 +298,30 @@ async fn declare(channel: &Channel, t: &Topology) -> Result<(), BrokerError> {
     channel
         .queue_bind(
             ShortString::from(t.dead_letter_queue()),
+            ShortString::from(t.dead_letter_exchange()),
+            ShortString::from(t.dead_letter_queue()),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(proto)?;
+    // Notices of dead-lettered jobs (a copy of each; see `Topology::dead_notice_queue`).
+    let mut notice_args = FieldTable::default();
+    notice_args.insert("x-message-ttl".into(), AMQPValue::LongUInt(60_000));
+    if let Some(ms) = t.expires_ms {
+        notice_args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+    }
+    channel
+        .queue_declare(
+            ShortString::from(t.dead_notice_queue()),
+            QueueDeclareOptions::durable(),
+            notice_args,
+        )
+        .await
+        .map_err(proto)?;
+    channel
+        .queue_bind(
+            ShortString::from(t.dead_notice_queue()),
             ShortString::from(t.dead_letter_exchange()),
             ShortString::from(t.dead_letter_queue()),
             QueueBindOptions::default(),
@@ -603,6 +651,12 @@ impl JobConsumer for RabbitConsumer {
                         delivery_count: delivery_count(&d.properties),
                         message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
                         traceparent: traceparent(&d.properties),
+                        death_reason: d
+                            .properties
+                            .headers()
+                            .as_ref()
+                            .is_some_and(|h| h.inner().contains_key("x-death"))
+                            .then(|| death_reason(&d.properties)),
                         redelivered: d.redelivered,
                         payload: d.data,
                         settle: Box::new(RabbitSettle { acker: d.acker }),

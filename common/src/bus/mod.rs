@@ -49,6 +49,8 @@ pub trait EventPublisher: Send + Sync + 'static {
     /// The `seq` of the last event published for the job (0 if none), so that a redelivered job
     /// continues the numbering instead of restarting it.
     async fn last_seq(&self, job_id: Uuid) -> Result<u64, BusError>;
+    /// The last event published for the job, if its replay stream still holds one.
+    async fn last_event(&self, job_id: Uuid) -> Result<Option<StreamEvent>, BusError>;
 }
 
 /// Subscribes to a job's events (ingress side).

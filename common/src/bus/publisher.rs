@@ -57,10 +57,12 @@ impl EventPublisher for RedisPublisher {
     }
 
     async fn last_seq(&self, job_id: Uuid) -> Result<u64, BusError> {
+        Ok(self.last_event(job_id).await?.map_or(0, |e| e.seq))
+    }
+
+    async fn last_event(&self, job_id: Uuid) -> Result<Option<StreamEvent>, BusError> {
         let mut conn = self.conn.clone();
         let last = replay::last(&mut conn, &self.prefix, job_id).await?;
-        Ok(last
-            .and_then(|b| StreamEvent::decode(&b).ok())
-            .map_or(0, |e| e.seq))
+        Ok(last.and_then(|b| StreamEvent::decode(&b).ok()))
     }
 }

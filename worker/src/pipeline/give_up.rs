@@ -23,6 +23,9 @@ pub enum GiveUp {
     BusFailed,
     /// The payload does not decode (its AMQP `message_id` names the job).
     Undecodable,
+    /// The broker dead-lettered the job (its notice, see [`crate::dead_notices`]): the delivery
+    /// limit was reached with no worker left to say so (killed), or it expired in the queue.
+    DeadLettered { expired: bool },
 }
 
 /// Publish attempts of the terminal event, and the pause before each retry (about 1 s in all).
@@ -37,8 +40,15 @@ pub fn event(job_id: Uuid, why: GiveUp) -> EventBody {
             "The job's answer could not be delivered on its last delivery attempt."
         }
         GiveUp::Undecodable => "The job could not be read by the worker.",
+        GiveUp::DeadLettered { expired: true } => "The job expired in the queue.",
+        GiveUp::DeadLettered { expired: false } => {
+            "The job reached its delivery limit and was dead-lettered."
+        }
     };
-    let reason = ErrorReason::Internal;
+    let reason = match why {
+        GiveUp::DeadLettered { expired: true } => ErrorReason::Timeout,
+        _ => ErrorReason::Internal,
+    };
     let error_id = new_error_id();
     tracing::error!(job = %job_id, error_id = %error_id, reason = reason.as_str(), "{detail}");
     EventBody::Error {
@@ -85,4 +95,24 @@ pub async fn publish(
     }
     tracing::error!(job = %job_id, ?why, "job given up; its stream could not be told");
     false
+}
+
+/// Like [`publish`], unless the job's stream already ended (its last event is terminal — the
+/// worker that gave it up said so itself). The event continues the last event's attempt (0 when
+/// the job never published anything: a client may still be waiting for its first event; for a
+/// job nobody listens to, such as a parse, the one event expires with its replay stream).
+pub async fn publish_unless_ended(
+    bus: &Arc<dyn EventPublisher>,
+    job_id: Uuid,
+    why: GiveUp,
+) -> bool {
+    match bus.last_event(job_id).await {
+        Ok(Some(last)) if last.body.is_terminal() => false,
+        Ok(Some(last)) => publish(bus, job_id, last.attempt, why).await,
+        Ok(None) => publish(bus, job_id, 0, why).await,
+        Err(e) => {
+            tracing::warn!(job = %job_id, error = %e, "reading the last event failed");
+            false
+        }
+    }
 }
