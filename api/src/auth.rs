@@ -98,8 +98,9 @@ impl FromRequestParts<AppState> for Tenant {
     }
 }
 
-/// Requests per embed token per minute, counted in fixed one-minute windows in this process
-/// (each api replica counts its own requests; see the deviations in docs/ARCHITECTURE.md).
+/// Requests per embed token per minute, counted in fixed one-minute windows. The count is kept in
+/// Redis, shared by every api replica; this in-process counter is the fallback while Redis does
+/// not answer (each replica then counts its own requests).
 #[derive(Default)]
 pub struct RateLimiter {
     windows: std::sync::Mutex<std::collections::HashMap<String, (u64, u32)>>,
@@ -176,7 +177,19 @@ impl FromRequestParts<AppState> for Embedded {
         };
         let now_s = u64::try_from(ragq_common::now_ms() / 1000).unwrap_or(0);
         let limit = u32::try_from(grant.rate_per_minute.max(1)).unwrap_or(1);
-        if let Err(retry_after) = state.embed_rate.check(&grant.token_id, limit, now_s) {
+        let counted = match state
+            .control
+            .count_request(&grant.token_id, now_s / 60, 60)
+            .await
+        {
+            Ok(n) if n > u64::from(limit) => Err((60 - now_s % 60).max(1) as u32),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared rate count failed; counting in this process");
+                state.embed_rate.check(&grant.token_id, limit, now_s)
+            }
+        };
+        if let Err(retry_after) = counted {
             let mut e = ApiError::busy(format!(
                 "This embed token's rate limit ({limit} requests per minute) is exceeded; retry in {retry_after} s."
             ));

@@ -457,6 +457,43 @@ async fn embed_rate_limit_and_searchbots() {
     // Other tokens are not affected.
     let (_, _, text) = send(&env, Method::GET, &info, Some(&bearer), None).await;
     assert_eq!(body(&text)["code"], 0, "{text}");
+
+    // The count is shared by api replicas (Redis): 3 allowed through the first api, the 4th
+    // through a second api is refused. (Retried once if a minute boundary fell in between.)
+    let (second, second_stop) = env.spawn_api("rate").await;
+    let status_at = |base: String, bearer: String| {
+        let http = env.http.clone();
+        let info = info.clone();
+        async move {
+            http.get(format!("{base}{info}"))
+                .header("Authorization", bearer)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    let mut shared = false;
+    for _ in 0..2 {
+        let (_, three) = new_token(&env, Some(3)).await;
+        let three = format!("Bearer {three}");
+        let minute = ragq_common::now_ms() / 60_000;
+        for _ in 0..3 {
+            assert_eq!(status_at(env.url.clone(), three.clone()).await, 200);
+        }
+        let fourth = status_at(second.clone(), three.clone()).await;
+        if ragq_common::now_ms() / 60_000 == minute {
+            assert_eq!(
+                fourth, 429,
+                "the second api counts the first one's requests"
+            );
+            shared = true;
+            break;
+        }
+    }
+    assert!(shared, "two minute boundaries in a row");
+    second_stop.cancel();
     env.stop().await;
 }
 

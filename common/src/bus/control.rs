@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::BusError;
 use super::endpoint::RedisEndpoint;
 use super::keys::{
-    CANCELLED_TTL_S, REPLAY_TTL_S, cancel_channel, cancelled_key, owner_key, readers_key,
+    CANCELLED_TTL_S, REPLAY_TTL_S, cancel_channel, cancelled_key, owner_key, rate_key, readers_key,
 };
 use super::replay;
 
@@ -134,6 +134,28 @@ impl RedisControl {
             .query_async(&mut conn)
             .await?;
         Ok(n)
+    }
+
+    /// Counts one request of `token_id` in the fixed window `window` (its number since the epoch)
+    /// and returns the window's count so far, across every api replica (`INCR` + `EXPIRE`).
+    pub async fn count_request(
+        &self,
+        token_id: &str,
+        window: u64,
+        window_s: u64,
+    ) -> Result<u64, BusError> {
+        let mut conn = self.conn.clone();
+        let key = rate_key(&self.prefix, token_id, window);
+        let (count,): (u64,) = redis::pipe()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(window_s * 2)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(count)
     }
 
     /// True while the connection answers.

@@ -39,3 +39,8 @@ pub fn cancel_channel(prefix: &str) -> String {
 pub fn readers_key(prefix: &str, job_id: Uuid) -> String {
     format!("{prefix}:readers:{job_id}")
 }
+
+/// Requests of an embed token in one fixed window (the api's rate limit, shared by replicas).
+pub fn rate_key(prefix: &str, token_id: &str, window: u64) -> String {
+    format!("{prefix}:rate:{token_id}:{window}")
+}
