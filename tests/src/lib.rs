@@ -565,6 +565,29 @@ impl TestEnv {
         v["data"]["id"].as_str().expect("session id").to_string()
     }
 
+    /// Sends a request with `key`; asserts RAGFlow's HTTP 200 and returns the JSON envelope.
+    pub async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut rb = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {key}"));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 200, "{method} {path}: {text}");
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+    }
+
     /// Starts a streamed RAGFlow completion; returns the response once its headers arrived
     /// (status 200 asserted), with the body unread.
     pub async fn start_stream(

@@ -42,21 +42,9 @@ fn multipart_body(parts: &[Part<'_>]) -> Vec<u8> {
     body
 }
 
-/// Sends a request with `key`; asserts RAGFlow's HTTP 200 and returns the JSON envelope.
+/// Sends a request with `key` (see [`TestEnv::call`]).
 async fn call(env: &TestEnv, key: &str, method: Method, path: &str, body: Option<Value>) -> Value {
-    let mut rb = env
-        .http
-        .request(method.clone(), format!("{}{path}", env.url))
-        .header("Authorization", format!("Bearer {key}"));
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    assert_eq!(status, 200, "{method} {path}: {text}");
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+    env.call(key, method, path, body).await
 }
 
 async fn upload(env: &TestEnv, key: &str, dataset: &str, parts: &[Part<'_>]) -> Value {

@@ -7,16 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn call(env: &TestEnv, key: &str, method: Method, path: &str, body: Option<Value>) -> Value {
-    let mut rb = env
-        .http
-        .request(method.clone(), format!("{}{path}", env.url))
-        .header("Authorization", format!("Bearer {key}"));
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().await.expect("request");
-    assert_eq!(resp.status().as_u16(), 200, "{method} {path}");
-    resp.json().await.expect("JSON envelope")
+    env.call(key, method, path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -279,56 +279,40 @@ async fn declare(channel: &Channel, t: &Topology) -> Result<(), BrokerError> {
         )
         .await
         .map_err(proto)?;
-    let mut dead_args = FieldTable::default();
+    // The dead-letter queue (operators' copy) and the notices of dead-lettered jobs (workers'
+    // copy, see `Topology::dead_notice_queue`): both bound to the DLX with the same key.
+    let (mut dead_args, mut notice_args) = (FieldTable::default(), FieldTable::default());
     dead_args.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
-    if let Some(ms) = t.expires_ms {
-        dead_args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
-    }
-    channel
-        .queue_declare(
-            ShortString::from(t.dead_letter_queue()),
-            QueueDeclareOptions::durable(),
-            dead_args,
-        )
-        .await
-        .map_err(proto)?;
-    channel
-        .queue_bind(
-            ShortString::from(t.dead_letter_queue()),
-            ShortString::from(t.dead_letter_exchange()),
-            ShortString::from(t.dead_letter_queue()),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(proto)?;
-    // Notices of dead-lettered jobs (a copy of each; see `Topology::dead_notice_queue`).
-    let mut notice_args = FieldTable::default();
     notice_args.insert("x-message-ttl".into(), AMQPValue::LongUInt(60_000));
-    if let Some(ms) = t.expires_ms {
-        notice_args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+    for (queue, mut args) in [
+        (t.dead_letter_queue(), dead_args),
+        (t.dead_notice_queue(), notice_args),
+    ] {
+        if let Some(ms) = t.expires_ms {
+            args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+        }
+        channel
+            .queue_declare(
+                ShortString::from(queue.clone()),
+                QueueDeclareOptions::durable(),
+                args,
+            )
+            .await
+            .map_err(proto)?;
+        channel
+            .queue_bind(
+                ShortString::from(queue),
+                ShortString::from(t.dead_letter_exchange()),
+                ShortString::from(t.dead_letter_queue()),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(proto)?;
     }
-    channel
-        .queue_declare(
-            ShortString::from(t.dead_notice_queue()),
-            QueueDeclareOptions::durable(),
-            notice_args,
-        )
-        .await
-        .map_err(proto)?;
-    channel
-        .queue_bind(
-            ShortString::from(t.dead_notice_queue()),
-            ShortString::from(t.dead_letter_exchange()),
-            ShortString::from(t.dead_letter_queue()),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(proto)?;
     for lane in Lane::ALL {
         let mut args = FieldTable::default();
         args.insert(
