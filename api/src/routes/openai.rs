@@ -253,19 +253,7 @@ async fn handle(
     let req = parse_request(&obj)?;
     drop(obj);
 
-    let owned: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'")
-            .bind(&chat_id)
-            .bind(&tenant)
-            .fetch_optional(&state.db)
-            .await?;
-    if owned.is_none() {
-        return Err(OpenAiError::invalid(
-            StatusCode::NOT_FOUND,
-            "chat_not_found",
-            format!("You don't own the chat {chat_id}"),
-        ));
-    }
+    owned_chat(&state, &tenant, &chat_id).await?;
 
     let prompt_chars = openai::char_len(&req.question);
     let job = Job {
@@ -302,6 +290,25 @@ async fn handle(
         };
         collect_answer(stream, &c).await
     }
+}
+
+/// The OpenAI endpoints' ownership check: the tenant's live chat, else HTTP 404
+/// `chat_not_found`.
+pub async fn owned_chat(state: &AppState, tenant: &str, chat_id: &str) -> Result<(), OpenAiError> {
+    let owned: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'")
+            .bind(chat_id)
+            .bind(tenant)
+            .fetch_optional(&state.db)
+            .await?;
+    if owned.is_none() {
+        return Err(OpenAiError::invalid(
+            StatusCode::NOT_FOUND,
+            "chat_not_found",
+            format!("You don't own the chat {chat_id}"),
+        ));
+    }
+    Ok(())
 }
 
 fn stream_answer(stream: JobStream, format: OpenAiSse) -> Response {

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::{list, not_found, paging, ts};
 use crate::envelope::PyJson;
-use crate::routes::openai::{authenticate, parse_body, parse_request};
+use crate::routes::openai::{authenticate, owned_chat, parse_body, parse_request};
 use crate::state::AppState;
 use crate::wire::openai::OpenAiError;
 
@@ -220,19 +220,7 @@ pub async fn create(
     let Some(Some(content)) = content else {
         return Err(not_found("file", input_file_id));
     };
-    let owned: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'")
-            .bind(&chat_id)
-            .bind(&tenant)
-            .fetch_optional(&state.db)
-            .await?;
-    if owned.is_none() {
-        return Err(OpenAiError::invalid(
-            StatusCode::NOT_FOUND,
-            "chat_not_found",
-            format!("You don't own the chat {chat_id}"),
-        ));
-    }
+    owned_chat(&state, &tenant, &chat_id).await?;
     let id = batch::new_batch_id();
     let new = NewBatch {
         tenant_id: &tenant,
