@@ -97,10 +97,10 @@ def check_secret_key(where: str, value) -> None:
 
 
 def cli_subcommands() -> set[str]:
-    """Subcommands of the `ragq` CLI, from the clap enum in worker/src/bin/ragq.rs (kebab-case)."""
-    src = (ROOT / "worker" / "src" / "bin" / "ragq.rs").read_text()
+    """Subcommands of the `ragq` CLI, from the clap enum in cli/src/main.rs (kebab-case)."""
+    src = (ROOT / "cli" / "src" / "main.rs").read_text()
     m = re.search(r"enum Cmd \{(.*?)\n\}", src, re.S)
-    assert m, "worker/src/bin/ragq.rs: enum Cmd not found"
+    assert m, "cli/src/main.rs: enum Cmd not found"
     variants = re.findall(r"^    ([A-Z][A-Za-z0-9]*)\b", m.group(1), re.M)
     return {re.sub(r"(?<!^)([A-Z])", r"-\1", v).lower() for v in variants}
 

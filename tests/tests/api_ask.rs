@@ -14,7 +14,7 @@ fn body(s: &str) -> Value {
 
 /// A second tenant with a dataset of its own (no chunks needed: ownership is checked first).
 async fn other_tenant_dataset(env: &TestEnv) -> String {
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .unwrap();
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -77,7 +77,7 @@ async fn ask_streams_a_cited_answer_and_saves_nothing() {
 
     // RAGFlow's validation, code 102, nothing streamed.
     let theirs = other_tenant_dataset(&env).await;
-    let empty = ragq_worker::admin::create_dataset(&env.db, &env.tenant_id, "empty", "sim-embed")
+    let empty = ragq_cli::admin::create_dataset(&env.db, &env.tenant_id, "empty", "sim-embed")
         .await
         .unwrap();
     for (req, message) in [
@@ -230,7 +230,7 @@ async fn mindmap_is_nested_json_and_bad_answers_are_clear_errors() {
     }
 
     // A model whose answer is cut to one word: not JSON → a clear error, not a panic.
-    let spec = ragq_worker::admin::NewModel {
+    let spec = ragq_cli::admin::NewModel {
         name: "sim-short",
         kind: "chat",
         provider: "openai",
@@ -239,7 +239,7 @@ async fn mindmap_is_nested_json_and_bad_answers_are_clear_errors() {
         api_key: "",
         max_tokens: 8192,
     };
-    ragq_worker::admin::put_model(&env.db, &env.secrets, &env.tenant_id, &spec)
+    ragq_cli::admin::put_model(&env.db, &env.secrets, &env.tenant_id, &spec)
         .await
         .unwrap();
     sqlx::query("UPDATE models SET is_default = (name = 'sim-short') WHERE tenant_id = $1 AND kind = 'chat'")

@@ -250,7 +250,7 @@ async fn batch_runs_to_completed_with_cited_answers() {
     assert_eq!(list["data"][0]["id"], id.as_str());
 
     // Another tenant sees neither the batch nor its files, and cannot cancel.
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .expect("tenant");
     let k = &other.api_key;

@@ -272,11 +272,10 @@ async fn create_validations() {
     let before = live_chats(&env).await;
 
     // A dataset without chunks, and one with chunks but another embedding model.
-    let empty_ds =
-        ragq_worker::admin::create_dataset(&env.db, &env.tenant_id, "empty", "sim-embed")
-            .await
-            .unwrap();
-    let local_ds = ragq_worker::admin::create_dataset(&env.db, &env.tenant_id, "local", "local")
+    let empty_ds = ragq_cli::admin::create_dataset(&env.db, &env.tenant_id, "empty", "sim-embed")
+        .await
+        .unwrap();
+    let local_ds = ragq_cli::admin::create_dataset(&env.db, &env.tenant_id, "local", "local")
         .await
         .unwrap();
     sqlx::query(
@@ -620,7 +619,7 @@ async fn update_and_delete_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_tenant_is_isolated() {
     let env = TestEnv::start(no_workers()).await;
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .unwrap();
     let key = other.api_key.as_str();

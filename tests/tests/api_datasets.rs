@@ -1069,10 +1069,10 @@ async fn bad_input_gets_the_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenant_sees_and_changes_nothing() {
     let env = TestEnv::start(EnvOptions::default()).await;
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .expect("tenant");
-    let lexical = ragq_worker::admin::NewModel {
+    let lexical = ragq_cli::admin::NewModel {
         name: "lexical",
         kind: "embedding",
         provider: "local",
@@ -1081,7 +1081,7 @@ async fn another_tenant_sees_and_changes_nothing() {
         api_key: "",
         max_tokens: 8192,
     };
-    ragq_worker::admin::put_model(&env.db, &env.secrets, &other.tenant_id, &lexical)
+    ragq_cli::admin::put_model(&env.db, &env.secrets, &other.tenant_id, &lexical)
         .await
         .expect("model");
     let key = other.api_key.clone();

@@ -151,7 +151,7 @@ async fn chatbot_completion_needs_a_live_embed_token() {
         json!({"code": 102, "message": "Authentication error: API key is invalid!"})
     );
     // Another tenant's chat is not found through this tenant's token.
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .unwrap();
     let (_, theirs) = {

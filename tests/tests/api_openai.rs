@@ -259,7 +259,7 @@ async fn errors_are_openai_style_and_publish_nothing() {
     .await;
     let auth = env.auth();
     let ok_body = user(QUESTION);
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .unwrap();
     let other_auth = format!("Bearer {}", other.api_key);

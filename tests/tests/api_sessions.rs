@@ -282,7 +282,7 @@ async fn second_tenant_is_isolated() {
     let env = TestEnv::start(no_workers()).await;
     let base = format!("/api/v1/chats/{}/sessions", env.chat_id);
     let sid = new_session(&env, json!({"name": "mine"})).await;
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .unwrap();
     let key = other.api_key.as_str();

@@ -225,7 +225,7 @@ async fn auth_and_ownership_errors_publish_nothing() {
     );
 
     // Another tenant cannot use this chat.
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .unwrap();
     let r: Value = env

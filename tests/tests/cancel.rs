@@ -110,7 +110,7 @@ async fn stop_endpoint_ends_the_stream_and_the_model() {
     read_first_answer(&mut resp).await;
 
     // Another tenant cannot stop it.
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .unwrap();
     let stop_url = format!("{}/api/v1/chats/{chat}/completions/{job_id}/stop", env.url);

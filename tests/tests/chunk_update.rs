@@ -145,7 +145,7 @@ async fn chunks_are_updated_by_put_and_patch() {
     )
     .await;
     assert_eq!(r["code"], 102, "{r}");
-    let other = ragq_worker::admin::create_tenant(&env.db, "other")
+    let other = ragq_cli::admin::create_tenant(&env.db, "other")
         .await
         .unwrap();
     let r = call(

@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::{StatusCode, Uri};
+use ragq_cli::admin;
 use ragq_tests::{EnvOptions, TestEnv, parse_sse};
-use ragq_worker::admin;
 use serde_json::{Value, json};
 
 const SECRET: &str = "sk-live-SECRET123abcDEF456ghi";

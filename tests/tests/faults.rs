@@ -221,10 +221,10 @@ async fn a_client_that_never_reads_is_cut_off() {
     })
     .await;
     // No datasets: the simulator's answer is then as long as asked (30,000 tokens, 1 ms apart).
-    let chat = ragq_worker::admin::create_chat(
+    let chat = ragq_cli::admin::create_chat(
         &env.db,
         &env.tenant_id,
-        &ragq_worker::admin::NewChat {
+        &ragq_cli::admin::NewChat {
             name: "huge",
             llm_model: "sim-huge",
             dataset_ids: &[],

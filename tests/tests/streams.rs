@@ -497,11 +497,11 @@ async fn an_upstream_without_newlines_fails_the_job_cleanly() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    ragq_worker::admin::put_model(
+    ragq_cli::admin::put_model(
         &env.db,
         &env.secrets,
         &env.tenant_id,
-        &ragq_worker::admin::NewModel {
+        &ragq_cli::admin::NewModel {
             name: "no-newline",
             kind: "chat",
             provider: "openai",

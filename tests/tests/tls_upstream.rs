@@ -7,9 +7,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use ragq_cli::admin;
 use ragq_tests::tls::TestCa;
 use ragq_tests::{EnvOptions, TestEnv};
-use ragq_worker::admin;
 
 const QUESTION: &str = "What is the delivery limit of the job queue?";
 

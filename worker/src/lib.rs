@@ -6,11 +6,9 @@
 //! embeds documents; [`models`] reads model settings (decrypting their API keys); [`admin`]
 //! backs the `ragq` command-line tool.
 
-pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod dead_notices;
-pub mod doctor;
 pub mod health;
 pub mod ingest;
 pub mod jobs;

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ragq_cli::admin::{self, NewChat, NewModel};
 use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
 use ragq_common::secret::SecretConfig;
-use ragq_worker::admin::{self, NewChat, NewModel};
 use ragq_worker::providers::{Providers, Timeouts};
 
 #[derive(Parser)]
@@ -374,7 +374,7 @@ async fn doctor(
     only: &[String],
     timeout_s: u64,
 ) -> anyhow::Result<bool> {
-    use ragq_worker::doctor;
+    use ragq_cli::doctor;
     let limit = std::time::Duration::from_secs(timeout_s.max(1));
     let checks = doctor::services(&cli.db, &cli.broker, &cli.bus, roots, limit).await;
     let mut healthy = true;
