@@ -27,6 +27,7 @@ pub mod event;
 pub mod job;
 pub mod metrics;
 pub mod model;
+pub mod openai_request;
 pub mod secret;
 pub mod telemetry;
 pub mod text;

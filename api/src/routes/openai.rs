@@ -49,7 +49,8 @@ use axum::extract::{Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ragq_common::job::{ChatMessage, JOB_VERSION, Job, JobKind, JobOptions, Lane, Role};
+use ragq_common::job::{JOB_VERSION, Job, JobKind, JobOptions, Lane};
+use ragq_common::openai_request;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -61,55 +62,13 @@ use crate::state::AppState;
 use crate::wire::{self, openai};
 use openai::{OpenAiError, OpenAiSse};
 
-/// A validated request.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Request {
-    pub(crate) model: String,
-    pub(crate) stream: bool,
-    pub(crate) reference: bool,
-    /// The conversation before the last user message (system and leading assistant messages
-    /// already dropped).
-    pub(crate) history: Vec<ChatMessage>,
-    /// The last user message.
-    pub(crate) question: String,
-}
+/// A validated request (see [`ragq_common::openai_request`]).
+pub(crate) use ragq_common::openai_request::ChatRequest as Request;
 
 /// Step 1 (before auth, as RAGFlow's `validate_request`): a JSON object with `model` and
 /// `messages`.
 pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, OpenAiError> {
-    let obj = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => {
-                return Err(OpenAiError::invalid(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    "The request body must be a JSON object.",
-                ));
-            }
-            Err(e) => {
-                return Err(OpenAiError::invalid(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    format!("The request body is not valid JSON: {e}"),
-                ));
-            }
-        }
-    };
-    let missing: Vec<&'static str> = ["model", "messages"]
-        .into_iter()
-        .filter(|k| obj.get(*k).is_none_or(Value::is_null))
-        .collect();
-    if let Some(first) = missing.first() {
-        return Err(OpenAiError::bad_param(
-            first,
-            "missing_required_parameter",
-            format!("required argument are missing: {}; ", missing.join(",")),
-        ));
-    }
-    Ok(obj)
+    Ok(openai_request::parse_body(body)?)
 }
 
 /// Step 2: the API key of `Authorization: <scheme> <key>` (the scheme word is not checked, as
@@ -132,102 +91,9 @@ pub(crate) async fn authenticate(
         .ok_or_else(|| OpenAiError::unauthorized("Authentication error: API key is invalid!"))
 }
 
-/// A boolean option: absent or null is `None`.
-fn opt_bool(v: Option<&Value>, name: &'static str) -> Result<Option<bool>, OpenAiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(OpenAiError::bad_param(
-            name,
-            "invalid_type",
-            format!("`{name}` must be a boolean."),
-        )),
-    }
-}
-
 /// Step 3: the fields and the conversation.
 pub(crate) fn parse_request(obj: &Map<String, Value>) -> Result<Request, OpenAiError> {
-    let model = match obj.get("model") {
-        Some(Value::String(s)) => s.clone(),
-        _ => {
-            return Err(OpenAiError::bad_param(
-                "model",
-                "invalid_type",
-                "`model` must be a string.",
-            ));
-        }
-    };
-    let stream = opt_bool(obj.get("stream"), "stream")?.unwrap_or(false);
-    let reference = match opt_bool(obj.get("reference"), "reference")? {
-        Some(b) => b,
-        None => match obj.get("extra_body") {
-            Some(Value::Object(extra)) => {
-                opt_bool(extra.get("reference"), "reference")?.unwrap_or(false)
-            }
-            _ => false,
-        },
-    };
-    let Some(Value::Array(messages)) = obj.get("messages") else {
-        return Err(OpenAiError::bad_param(
-            "messages",
-            "invalid_type",
-            "`messages` must be a list.",
-        ));
-    };
-    let invalid_value = |m: &str| OpenAiError::bad_param("messages", "invalid_value", m);
-    if messages.is_empty() {
-        return Err(invalid_value("You have to provide messages."));
-    }
-    if messages
-        .last()
-        .and_then(|m| m.get("role"))
-        .and_then(Value::as_str)
-        != Some("user")
-    {
-        return Err(invalid_value(
-            "The last content of this conversation is not from user.",
-        ));
-    }
-    let mut kept: Vec<ChatMessage> = Vec::with_capacity(messages.len());
-    for (i, m) in messages.iter().enumerate() {
-        let invalid_type = |what: String| OpenAiError::bad_param("messages", "invalid_type", what);
-        let Some(m) = m.as_object() else {
-            return Err(invalid_type(format!("Message {i} must be an object.")));
-        };
-        let role = match m.get("role").and_then(Value::as_str) {
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            Some("system" | "developer") => Role::System,
-            Some(other) => {
-                return Err(invalid_value(&format!(
-                    "Message {i} has an unsupported role `{other}` (use system, user or assistant)."
-                )));
-            }
-            None => return Err(invalid_type(format!("Message {i} needs a string `role`."))),
-        };
-        let Some(Value::String(content)) = m.get("content") else {
-            return Err(invalid_type(format!(
-                "The `content` of message {i} must be a string."
-            )));
-        };
-        match role {
-            Role::System => continue,
-            Role::Assistant if kept.is_empty() => continue,
-            _ => kept.push(ChatMessage {
-                role,
-                content: content.clone(),
-            }),
-        }
-    }
-    // The last message is from the user (checked above), so `kept` is not empty.
-    let question = kept.pop().map(|m| m.content).unwrap_or_default();
-    Ok(Request {
-        model,
-        stream,
-        reference,
-        history: kept,
-        question,
-    })
+    Ok(openai_request::parse_request(obj)?)
 }
 
 pub async fn chat_completions(
@@ -362,6 +228,7 @@ async fn collect_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ragq_common::job::{ChatMessage, Role};
     use serde_json::json;
 
     fn req(v: Value) -> Result<Request, OpenAiError> {

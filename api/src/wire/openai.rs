@@ -278,6 +278,16 @@ pub struct OpenAiError {
     pub retry_after: Option<u32>,
 }
 
+/// A refused request body: HTTP 400 `invalid_request_error`.
+impl From<ragq_common::openai_request::RequestError> for OpenAiError {
+    fn from(e: ragq_common::openai_request::RequestError) -> Self {
+        match e.param {
+            Some(param) => OpenAiError::bad_param(param, e.code, e.message),
+            None => OpenAiError::invalid(StatusCode::BAD_REQUEST, e.code, e.message),
+        }
+    }
+}
+
 impl OpenAiError {
     /// A 4xx `invalid_request_error`.
     pub fn invalid(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {

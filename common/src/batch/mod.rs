@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub mod input;
+
 use crate::job::{ChatMessage, JOB_VERSION, Job, JobKind, JobOptions};
 
 /// `Job::params` of a [`JobKind::BatchLine`] job.
