@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::providers::{Providers, Timeouts};
 use ragq_common::secret::SecretConfig;
 use ragq_worker::admin::{self, NewChat, NewModel};
-use ragq_worker::providers::{Providers, Timeouts};
 
 #[derive(Parser)]
 #[command(name = "ragq", version, about = "ragq operator tool")]
