@@ -13,9 +13,9 @@ use sqlx::PgPool;
 use ragq_common::model::{ModelKind, Provider, UnknownName, api_key_context};
 use ragq_common::secret::{SecretError, SecretKeys, Stored, mask};
 
-use ragq_worker::ingest::{self, Format, IngestError};
-use ragq_worker::models::{self, ModelError, StoredModel};
-use ragq_worker::providers::Providers;
+use ragq_common::indexing::{self as ingest, Format, IndexError as IngestError};
+use ragq_common::models::{self, ModelError, StoredModel};
+use ragq_common::providers::Providers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -24,7 +24,7 @@ pub enum AdminError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
-    Provider(#[from] ragq_worker::providers::ProviderError),
+    Provider(#[from] ragq_common::providers::ProviderError),
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use ragq_common::model::{ModelKind, Provider};
 use ragq_common::secret::SecretKeys;
 
-use ragq_worker::providers::{GenConf, Message, ModelSpec, Providers};
+use ragq_common::providers::{GenConf, Message, ModelSpec, Providers};
 
 /// The outcome of one check.
 #[derive(Debug)]
@@ -209,8 +209,8 @@ pub async fn models(
     limit: Duration,
 ) -> Result<Vec<Check>, sqlx::Error> {
     let rows = match tenant {
-        Some(t) => ragq_worker::models::list(db, t).await?,
-        None => ragq_worker::models::all(db).await?,
+        Some(t) => ragq_common::models::list(db, t).await?,
+        None => ragq_common::models::all(db).await?,
     };
     let mut checks = Vec::new();
     for row in rows
@@ -284,14 +284,14 @@ async fn model(
     match tokio::time::timeout(limit, call).await {
         Ok(Ok(detail)) => Ok(format!("{detail} in {} ms", start.elapsed().as_millis())),
         Ok(Err(e)) => Err(match &e {
-            ragq_worker::providers::ProviderError::Status { status, .. }
+            ragq_common::providers::ProviderError::Status { status, .. }
                 if *status == 401 || *status == 403 =>
             {
                 format!(
                     "authentication refused: the provider answered HTTP {status} (check the model's API key)"
                 )
             }
-            ragq_worker::providers::ProviderError::Status { status, .. } => {
+            ragq_common::providers::ProviderError::Status { status, .. } => {
                 format!("the provider answered HTTP {status}: {}", explain(&e))
             }
             _ => explain(&e),

@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ragq_cli::admin::{self, NewChat, NewModel};
 use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::providers::{Providers, Timeouts};
 use ragq_common::secret::SecretConfig;
-use ragq_worker::providers::{Providers, Timeouts};
 
 #[derive(Parser)]
 #[command(name = "ragq", version, about = "ragq operator tool")]

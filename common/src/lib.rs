@@ -13,6 +13,9 @@
 //! - [`text`]: tokenizer and the local hashing embedder.
 //! - [`batch`]: the OpenAI batch state machine shared by the ingress, workers and CLI.
 //! - [`model`]: model kinds and providers; [`secret`]: model API keys encrypted at rest.
+//! - [`providers`]: the model clients (chat, embedding, rerank) over HTTP; [`models`]: the
+//!   `models` rows turned into usable specs (keys decrypted).
+//! - [`indexing`]: a document → chunks → embeddings → the `chunks` table (ingest jobs, CLI).
 
 pub mod auth;
 pub mod batch;
@@ -24,10 +27,13 @@ pub mod config;
 pub mod db;
 pub mod embed_token;
 pub mod event;
+pub mod indexing;
 pub mod job;
 pub mod metrics;
 pub mod model;
+pub mod models;
 pub mod openai_request;
+pub mod providers;
 pub mod secret;
 pub mod telemetry;
 pub mod text;

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use ragq_cli::admin::{self, NewModel};
 use ragq_common::model::api_key_context;
+use ragq_common::models;
+use ragq_common::providers::ModelKind;
 use ragq_common::secret::{PREFIX, SecretKey, SecretKeys, Stored};
 use ragq_tests::{EnvOptions, TestEnv};
-use ragq_worker::models;
-use ragq_worker::providers::ModelKind;
 
 const QUESTION: &str = "What is the delivery limit of the job queue?";
 

@@ -7,7 +7,7 @@ use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
 use ragq_common::secret::SecretConfig;
 use ragq_common::tls::TlsConfig;
 
-use crate::providers::Timeouts;
+use ragq_common::providers::Timeouts;
 
 #[derive(Clone, Debug, Args)]
 pub struct WorkerConfig {

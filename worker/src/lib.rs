@@ -2,20 +2,17 @@
 //!
 //! Consumes jobs from the broker and answers them:
 //! [`consumer`] (deliveries → tasks) → [`pipeline`] (context → retrieve → rerank → prompt →
-//! generate → citations → persist), with model clients in [`providers`]. [`ingest`] chunks and
-//! embeds documents; [`models`] reads model settings (decrypting their API keys); [`admin`]
-//! backs the `ragq` command-line tool.
+//! generate → citations → persist), with model clients in `ragq_common::providers`. Indexing
+//! (chunk and embed documents) is `ragq_common::indexing`; model settings (decrypting their API
+//! keys) are read by `ragq_common::models`; [`admin`] backs the `ragq` command-line tool.
 
 pub mod config;
 pub mod consumer;
 pub mod dead_notices;
 pub mod health;
-pub mod ingest;
 pub mod jobs;
 pub mod metrics;
-pub mod models;
 pub mod pipeline;
-pub mod providers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +40,7 @@ pub enum WorkerError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
-    Provider(#[from] providers::ProviderError),
+    Provider(#[from] ragq_common::providers::ProviderError),
     #[error(transparent)]
     Tls(#[from] ragq_common::tls::TlsError),
     #[error(transparent)]
@@ -87,7 +84,7 @@ impl Worker {
         let cancels = CancelWatcher::start(&redis, &cfg.bus.prefix).await?;
         let pipeline = Arc::new(pipeline::Pipeline {
             db,
-            providers: providers::Providers::new(cfg.timeouts(), &roots)?,
+            providers: ragq_common::providers::Providers::new(cfg.timeouts(), &roots)?,
             secrets,
             bus,
             limits: pipeline::generate::Limits {

@@ -3,10 +3,9 @@
 //!
 //! Handles are made once ([`METRICS`]; the first use installs the process's recorder). A job's
 //! upstream time (embedding and rerank calls) is summed in a task-local clock
-//! ([`with_upstream_clock`]) so the pipeline can tell its own overhead from the providers' time.
+//! ([`with_upstream_clock`], kept next to the instrumented clients in
+//! `ragq_common::providers::instrumented`) so the pipeline can tell its own overhead from the providers' time.
 
-use std::borrow::Cow;
-use std::cell::Cell;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -15,7 +14,9 @@ use ragq_common::client_error::ErrorReason;
 use ragq_common::job::{JobKind, Lane};
 use ragq_common::metrics as m;
 
-use crate::providers::ProviderError;
+pub use ragq_common::providers::instrumented::{
+    add_upstream_time, status_label, upstream_time, with_upstream_clock,
+};
 
 /// A timed pipeline step (`ragq_job_step_seconds{step}`).
 #[derive(Clone, Copy, Debug)]
@@ -147,68 +148,5 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         METRICS.in_flight(self.0).decrement(1.0);
-    }
-}
-
-/// The `status` label of a provider call.
-pub fn status_label(result: Result<(), &ProviderError>) -> Cow<'static, str> {
-    match result {
-        Ok(()) => Cow::Borrowed("ok"),
-        Err(ProviderError::Status { status, .. }) => Cow::Owned(status.to_string()),
-        Err(ProviderError::Timeout(_)) => Cow::Borrowed("timeout"),
-        Err(ProviderError::Unreachable(_)) => Cow::Borrowed("unreachable"),
-        Err(ProviderError::Decode(_)) => Cow::Borrowed("decode"),
-        Err(ProviderError::Http(_) | ProviderError::Unsupported { .. }) => Cow::Borrowed("error"),
-    }
-}
-
-tokio::task_local! {
-    static UPSTREAM: Cell<Duration>;
-}
-
-/// Runs `fut` with a fresh upstream clock (see [`upstream_time`]).
-pub async fn with_upstream_clock<F: std::future::Future>(fut: F) -> F::Output {
-    UPSTREAM.scope(Cell::new(Duration::ZERO), fut).await
-}
-
-/// Time the current job spent in embedding and rerank calls so far (zero outside a job).
-pub fn upstream_time() -> Duration {
-    UPSTREAM.try_with(Cell::get).unwrap_or_default()
-}
-
-/// Adds `d` to the current job's upstream clock (no-op outside a job).
-pub fn add_upstream_time(d: Duration) {
-    let _ = UPSTREAM.try_with(|c| c.set(c.get() + d));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_upstream_clock_is_per_job() {
-        assert_eq!(upstream_time(), Duration::ZERO);
-        add_upstream_time(Duration::from_millis(5)); // outside a job: ignored
-        let inside = with_upstream_clock(async {
-            add_upstream_time(Duration::from_millis(3));
-            add_upstream_time(Duration::from_millis(4));
-            upstream_time()
-        })
-        .await;
-        assert_eq!(inside, Duration::from_millis(7));
-    }
-
-    #[test]
-    fn status_labels() {
-        assert_eq!(status_label(Ok(())), "ok");
-        let e = ProviderError::Status {
-            status: 503,
-            body: String::new(),
-        };
-        assert_eq!(status_label(Err(&e)), "503");
-        assert_eq!(
-            status_label(Err(&ProviderError::Timeout("request"))),
-            "timeout"
-        );
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use ragq_worker::ingest::{Format, chunk, html_to_text};
+use ragq_common::indexing::{Format, chunk, html_to_text};
 use serde_json::json;
 
 pub struct Args {

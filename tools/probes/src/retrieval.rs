@@ -8,7 +8,7 @@
 //! 2. **Data.** One tenant, a `local` embedding model, one dataset, documents of 100 chunks, and
 //!    `--chunks` chunks written by [`crate::corpus`] (Zipf-distributed words, so full-text search
 //!    has realistic selectivity), embedded with `text::hash_embed` and stored as little-endian f32
-//!    bytes (`retrieve::encode_embedding`). Chunks go in with `INSERT … SELECT FROM UNNEST(…)`,
+//!    bytes (`ragq_common::indexing::embedding::encode_embedding`). Chunks go in with `INSERT … SELECT FROM UNNEST(…)`,
 //!    5000 per statement, generated on a blocking thread while two connections insert. Then
 //!    `VACUUM (ANALYZE)`, as autovacuum would have done on a live system.
 //! 3. **Timing.** `ragq_worker::pipeline::retrieve::retrieve` with the local embedder and no
@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ragq_common::config::DbConfig;
 use ragq_common::db::new_id;
+use ragq_common::providers::Embedder;
+use ragq_common::providers::local_embed::LocalEmbedder;
 use ragq_worker::pipeline::common_terms::CommonTerms;
 use ragq_worker::pipeline::retrieve::{self, Params};
-use ragq_worker::providers::Embedder;
-use ragq_worker::providers::local_embed::LocalEmbedder;
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgPool, Row};
@@ -411,9 +411,9 @@ fn generate(
         for k in i..i + n {
             let content = vocab.chunk(&mut rng);
             b.embeddings
-                .push(retrieve::encode_embedding(&ragq_common::text::hash_embed(
-                    &content,
-                )));
+                .push(ragq_common::indexing::embedding::encode_embedding(
+                    &ragq_common::text::hash_embed(&content),
+                ));
             b.contents.push(content);
             b.ids.push(new_id());
             b.docs.push(doc_ids[k / CHUNKS_PER_DOC].clone());

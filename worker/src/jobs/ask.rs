@@ -18,7 +18,7 @@ use super::datasets::{self, DatasetParams};
 use crate::pipeline::error::StepError;
 use crate::pipeline::events::JobEvents;
 use crate::pipeline::{Pipeline, citations, generate, prompt, until_cancelled};
-use crate::providers::{GenConf, Message};
+use ragq_common::providers::{GenConf, Message};
 
 /// RAGFlow's ask prompt; `{knowledge}` is the knowledge entries joined with newlines.
 pub const ASK_PROMPT: &str = "

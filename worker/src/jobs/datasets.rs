@@ -9,12 +9,12 @@ use ragq_common::event::{Done, EventBody, Reference, Usage};
 use ragq_common::job::Job;
 use ragq_common::text::approx_tokens;
 
-use crate::models;
 use crate::pipeline::Pipeline;
 use crate::pipeline::error::StepError;
 use crate::pipeline::events::JobEvents;
 use crate::pipeline::retrieve;
-use crate::providers::{ChatModel, Embedder, ModelKind, ModelSpec};
+use ragq_common::models;
+use ragq_common::providers::{ChatModel, Embedder, ModelKind, ModelSpec};
 
 /// `params` of an ask or mind-map job.
 #[derive(Debug, serde::Deserialize)]

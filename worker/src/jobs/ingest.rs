@@ -30,13 +30,13 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::ingest::{self, Format, Indexed, IngestError, Progress, Target};
-use crate::models::{self, ModelError};
 use crate::pipeline::Pipeline;
 use crate::pipeline::error::StepError;
 use crate::pipeline::events::JobEvents;
-use crate::pipeline::retrieve::encode_embedding;
-use crate::providers::ModelKind;
+use ragq_common::indexing::embedding::encode_embedding;
+use ragq_common::indexing::{self, Format, IndexError, Indexed, Progress, Target};
+use ragq_common::models::{self, ModelError};
+use ragq_common::providers::ModelKind;
 
 /// Chunk size when the document's `parser_config` has no `chunk_token_num` (the CLI's size).
 pub const DEFAULT_CHUNK_TOKENS: usize = 128;
@@ -108,16 +108,16 @@ enum ParseEnd {
     Failed(StepError),
 }
 
-impl From<IngestError> for ParseEnd {
-    fn from(e: IngestError) -> Self {
+impl From<IndexError> for ParseEnd {
+    fn from(e: IndexError) -> Self {
         ParseEnd::Failed(match e {
             // ragq's own words about the document: shown as they are.
-            IngestError::Unsupported(_) | IngestError::NotText => {
+            IndexError::Unsupported(_) | IndexError::NotText => {
                 StepError::BadRequest(e.to_string())
             }
-            IngestError::Embed(e) => StepError::Upstream(e),
-            IngestError::Db(e) => StepError::Db(e),
-            IngestError::Parse(e) => StepError::Internal(e),
+            IndexError::Embed(e) => StepError::Upstream(e),
+            IndexError::Db(e) => StepError::Db(e),
+            IndexError::Parse(e) => StepError::Internal(e),
         })
     }
 }
@@ -237,7 +237,7 @@ async fn parse_document(
         task: job.id,
         cancel: cancel.clone(),
     };
-    let indexed = ingest::index_with(
+    let indexed = indexing::index_with(
         &p.db,
         embedder,
         target,
@@ -280,7 +280,7 @@ struct DbProgress {
 
 #[async_trait]
 impl Progress for DbProgress {
-    async fn step(&mut self, embedded: usize, total: usize) -> Result<bool, IngestError> {
+    async fn step(&mut self, embedded: usize, total: usize) -> Result<bool, IndexError> {
         if self.cancel.is_cancelled() {
             return Ok(false);
         }
@@ -338,7 +338,7 @@ async fn embed_content(
         .into_iter()
         .next()
         .ok_or_else(|| {
-            StepError::Upstream(crate::providers::ProviderError::Decode(
+            StepError::Upstream(ragq_common::providers::ProviderError::Decode(
                 "the embedding model returned no vector".into(),
             ))
         })?;

@@ -15,7 +15,7 @@ use super::datasets::{self, DatasetParams};
 use crate::pipeline::error::StepError;
 use crate::pipeline::events::JobEvents;
 use crate::pipeline::{Pipeline, generate, until_cancelled};
-use crate::providers::{GenConf, Message};
+use ragq_common::providers::{GenConf, Message};
 
 /// The client text of a model answer that is not a mind map.
 pub const NOT_A_MIND_MAP: &str = "The model's answer is not a valid mind map (JSON of nested {\"id\", \"children\"} nodes expected).";

@@ -12,7 +12,7 @@ use super::datasets;
 use crate::pipeline::error::StepError;
 use crate::pipeline::events::JobEvents;
 use crate::pipeline::{Pipeline, generate};
-use crate::providers::{GenConf, Message};
+use ragq_common::providers::{GenConf, Message};
 
 /// `params` of a related-questions job.
 #[derive(Debug, Default, serde::Deserialize)]

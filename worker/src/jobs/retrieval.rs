@@ -17,12 +17,12 @@ use ragq_common::text;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::models;
 use crate::pipeline::Pipeline;
 use crate::pipeline::error::StepError;
 use crate::pipeline::events::JobEvents;
 use crate::pipeline::retrieve;
-use crate::providers::ModelKind;
+use ragq_common::models;
+use ragq_common::providers::ModelKind;
 
 /// Largest `top_k` honoured (chunks scored by vector similarity in the worker's memory).
 pub const MAX_TOP_K: i64 = 4096;

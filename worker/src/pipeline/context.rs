@@ -6,8 +6,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::error::StepError;
-use crate::models::StoredModel;
-use crate::providers::{ModelKind, ModelSpec};
+use ragq_common::models::StoredModel;
+use ragq_common::providers::{ModelKind, ModelSpec};
 use ragq_common::secret::SecretKeys;
 
 /// A chat assistant's settings (the `chats` row).

@@ -12,8 +12,8 @@ use ragq_common::client_error::{ErrorReason, new_error_id};
 use ragq_common::event::{ErrorCode, EventBody};
 use ragq_common::job::Job;
 
-use crate::models::ModelError;
-use crate::providers::ProviderError;
+use ragq_common::models::ModelError;
+use ragq_common::providers::ProviderError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::StepError;
 use super::events::JobEvents;
-use crate::providers::{ChatModel, GenConf, Message, ProviderError};
+use ragq_common::providers::{ChatModel, GenConf, Message, ProviderError};
 
 pub struct Generated {
     pub answer: String,

@@ -34,9 +34,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Step;
-use crate::providers::{GenConf, Providers};
 use error::StepError;
 use events::JobEvents;
+use ragq_common::providers::{GenConf, Providers};
 use tracing::Instrument;
 
 /// What the consumer should do with the delivery once the pipeline returns.

@@ -11,7 +11,7 @@ use ragq_common::event::RefChunk;
 use ragq_common::text::approx_tokens;
 use serde_json::{Map, Value};
 
-use crate::providers::Message;
+use ragq_common::providers::Message;
 
 use super::context::Turn;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::context::Turn;
-use crate::providers::{ChatModel, GenConf, Message};
+use ragq_common::providers::{ChatModel, GenConf, Message};
 
 /// Earlier turns shown to the model for the rewrite (RAGFlow uses the last three questions).
 const TURNS: usize = 2;
@@ -62,7 +62,7 @@ pub async fn refine(
         while let Some(piece) = stream.next().await {
             text.push_str(&piece?);
         }
-        Ok::<_, crate::providers::ProviderError>(text)
+        Ok::<_, ragq_common::providers::ProviderError>(text)
     };
     match tokio::time::timeout(limit, rewrite).await {
         Ok(Ok(text)) if !text.trim().is_empty() => text.trim().to_string(),

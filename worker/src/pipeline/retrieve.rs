@@ -16,12 +16,13 @@
 use std::sync::Arc;
 
 use ragq_common::event::{DocAgg, RefChunk, Reference};
+use ragq_common::indexing::embedding::decode_embedding;
 use ragq_common::text;
 use sqlx::PgPool;
 
 use super::common_terms::CommonTerms;
 use super::error::StepError;
-use crate::providers::{Embedder, Reranker};
+use ragq_common::providers::{Embedder, Reranker};
 
 /// Most chunks scored by vector similarity alone when keywords find too few (each carries its
 /// embedding: reading more costs more than it finds, without a vector index).
@@ -62,18 +63,6 @@ struct Candidate {
 #[derive(Clone, Debug)]
 pub struct Hit {
     pub chunk: RefChunk,
-}
-
-fn decode_embedding(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-/// Encodes a vector as little-endian f32 bytes (the `chunks.embedding` column).
-pub fn encode_embedding(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// The candidates query ([`candidates`]); public so that probes can EXPLAIN the very statement.
@@ -301,12 +290,6 @@ pub fn doc_aggs(chunks: &[RefChunk]) -> Vec<DocAgg> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn embedding_bytes_round_trip() {
-        let v = vec![0.5, -1.25, 3.0];
-        assert_eq!(decode_embedding(&encode_embedding(&v)), v);
-    }
 
     #[test]
     fn doc_aggs_count_and_sort() {

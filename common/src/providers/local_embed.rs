@@ -1,5 +1,5 @@
 //! The built-in local embedder: no network, no weights. A feature-hashing bag of words (see
-//! `ragq_common::text::hash_embed`): lexical similarity only, no notion of synonyms. Good for
+//! `crate::text::hash_embed`): lexical similarity only, no notion of synonyms. Good for
 //! demos, tests and air-gapped installs; use a real embedding model for quality retrieval.
 
 use async_trait::async_trait;
@@ -11,10 +11,7 @@ pub struct LocalEmbedder;
 #[async_trait]
 impl Embedder for LocalEmbedder {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        Ok(texts
-            .iter()
-            .map(|t| ragq_common::text::hash_embed(t))
-            .collect())
+        Ok(texts.iter().map(|t| crate::text::hash_embed(t)).collect())
     }
 }
 
@@ -36,8 +33,8 @@ mod tests {
             .expect("local embedding never fails");
         assert_eq!(vectors.len(), 3);
         for (text, v) in texts.iter().zip(&vectors) {
-            assert_eq!(v, &ragq_common::text::hash_embed(text));
-            assert_eq!(v.len(), ragq_common::text::EMBED_DIM);
+            assert_eq!(v, &crate::text::hash_embed(text));
+            assert_eq!(v.len(), crate::text::EMBED_DIM);
         }
         let norm: f32 = vectors[0].iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "unit length, got {norm}");

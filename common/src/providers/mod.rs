@@ -29,18 +29,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client_error::ErrorReason;
+pub use crate::model::{ModelKind, Provider};
+use crate::tls::TlsRoots;
 use async_trait::async_trait;
 use futures::Stream;
-use ragq_common::client_error::ErrorReason;
-pub use ragq_common::model::{ModelKind, Provider};
-use ragq_common::tls::TlsRoots;
 
 /// A provider call failed.
 ///
 /// The `Display` of every variant is **log detail**: it may hold an upstream status and up to
 /// 300 bytes of the upstream's body (which can echo a key or a prompt). It never reaches a client:
 /// a failed job shows the client only the fixed message of [`ProviderError::reason`] with an error
-/// id (see `ragq_common::client_error`), and the worker logs this detail under the same id.
+/// id (see `crate::client_error`), and the worker logs this detail under the same id.
 ///
 /// URLs are kept out even of the detail's reqwest part: [`describe`] drops reqwest's
 /// `for url (…)` and appends the URL without its user info, query and fragment — a model's
@@ -161,7 +161,7 @@ impl std::fmt::Debug for ModelSpec {
             .field("provider", &self.provider)
             .field("base_url", &self.base_url)
             .field("model", &self.model)
-            .field("api_key", &ragq_common::secret::mask(&self.api_key))
+            .field("api_key", &crate::secret::mask(&self.api_key))
             .field("max_tokens", &self.max_tokens)
             .finish()
     }

@@ -32,7 +32,7 @@ pub(crate) fn timeouts() -> Timeouts {
 }
 
 pub(crate) fn providers() -> Providers {
-    Providers::new(timeouts(), &ragq_common::tls::TlsRoots::public()).expect("HTTP client builds")
+    Providers::new(timeouts(), &crate::tls::TlsRoots::public()).expect("HTTP client builds")
 }
 
 pub(crate) fn spec(

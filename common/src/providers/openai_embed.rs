@@ -41,7 +41,7 @@ impl Embedder for OpenAiEmbed {
             let slot = out.get_mut(item.index).ok_or_else(|| {
                 ProviderError::Decode(format!("embedding index {} out of range", item.index))
             })?;
-            ragq_common::text::normalize(&mut item.embedding);
+            crate::text::normalize(&mut item.embedding);
             *slot = item.embedding;
         }
         if out.iter().any(Vec::is_empty) {

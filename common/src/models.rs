@@ -8,8 +8,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ragq_common::model::{ModelKind, UnknownName, api_key_context};
-use ragq_common::secret::{SecretError, SecretKeys, Stored, mask};
+use crate::model::{ModelKind, UnknownName, api_key_context};
+use crate::secret::{SecretError, SecretKeys, Stored, mask};
 use sqlx::PgPool;
 
 use crate::providers::ModelSpec;

@@ -2,19 +2,21 @@
 //! `ragq_upstream_requests_total{provider,model,kind,status}` and is timed in
 //! `ragq_upstream_request_seconds{provider,kind}` (a chat call until its response headers: the
 //! answer's time is the pipeline's `llm_first_token` / `llm_total`). Embedding and rerank calls
-//! also add to the job's upstream clock ([`crate::metrics::add_upstream_time`]).
+//! also add to the job's upstream clock ([`add_upstream_time`]): a task-local sum the worker
+//! opens per job ([`with_upstream_clock`]) to tell its own overhead from the providers' time.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::metrics as m;
 use async_trait::async_trait;
 use metrics::{Histogram, counter, histogram};
-use ragq_common::metrics as m;
 
 use super::{
     ChatModel, Embedder, GenConf, Message, ModelSpec, ProviderError, Reranker, TokenStream,
 };
-use crate::metrics::{add_upstream_time, status_label};
 
 pub struct Instrumented<T: ?Sized> {
     inner: Arc<T>,
@@ -87,5 +89,68 @@ impl Reranker for Instrumented<dyn Reranker> {
         let result = self.inner.rerank(query, documents).await;
         add_upstream_time(self.record(started, &result));
         result
+    }
+}
+
+/// The `status` label of a provider call.
+pub fn status_label(result: Result<(), &ProviderError>) -> Cow<'static, str> {
+    match result {
+        Ok(()) => Cow::Borrowed("ok"),
+        Err(ProviderError::Status { status, .. }) => Cow::Owned(status.to_string()),
+        Err(ProviderError::Timeout(_)) => Cow::Borrowed("timeout"),
+        Err(ProviderError::Unreachable(_)) => Cow::Borrowed("unreachable"),
+        Err(ProviderError::Decode(_)) => Cow::Borrowed("decode"),
+        Err(ProviderError::Http(_) | ProviderError::Unsupported { .. }) => Cow::Borrowed("error"),
+    }
+}
+
+tokio::task_local! {
+    static UPSTREAM: Cell<Duration>;
+}
+
+/// Runs `fut` with a fresh upstream clock (see [`upstream_time`]).
+pub async fn with_upstream_clock<F: std::future::Future>(fut: F) -> F::Output {
+    UPSTREAM.scope(Cell::new(Duration::ZERO), fut).await
+}
+
+/// Time the current job spent in embedding and rerank calls so far (zero outside a job).
+pub fn upstream_time() -> Duration {
+    UPSTREAM.try_with(Cell::get).unwrap_or_default()
+}
+
+/// Adds `d` to the current job's upstream clock (no-op outside a job).
+pub fn add_upstream_time(d: Duration) {
+    let _ = UPSTREAM.try_with(|c| c.set(c.get() + d));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_upstream_clock_is_per_job() {
+        assert_eq!(upstream_time(), Duration::ZERO);
+        add_upstream_time(Duration::from_millis(5)); // outside a job: ignored
+        let inside = with_upstream_clock(async {
+            add_upstream_time(Duration::from_millis(3));
+            add_upstream_time(Duration::from_millis(4));
+            upstream_time()
+        })
+        .await;
+        assert_eq!(inside, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn status_labels() {
+        assert_eq!(status_label(Ok(())), "ok");
+        let e = ProviderError::Status {
+            status: 503,
+            body: String::new(),
+        };
+        assert_eq!(status_label(Err(&e)), "503");
+        assert_eq!(
+            status_label(Err(&ProviderError::Timeout("request"))),
+            "timeout"
+        );
     }
 }
