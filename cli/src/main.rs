@@ -134,6 +134,12 @@ enum Cmd {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         refine_multiturn: bool,
     },
+    /// Batches: answer a questions file through a chat (`run`), and `status`, `cancel`,
+    /// `results` of any batch.
+    Batch {
+        #[command(subcommand)]
+        cmd: ragq_cli::batch::BatchCmd,
+    },
     /// Embed tokens of a tenant (embedded chatbots and search pages; RAGFlow's `beta` token).
     EmbedToken {
         #[command(subcommand)]
@@ -246,6 +252,10 @@ async fn main() -> anyhow::Result<()> {
             println!("REPLAYED={n}");
         }
         Cmd::EmbedToken { cmd } => embed_token(&db, cmd).await?,
+        Cmd::Batch { cmd } => {
+            let code = batch(&cli.broker, &roots, &db, cmd).await?;
+            std::process::exit(code);
+        }
         Cmd::CreateTenant { name } => {
             let t = admin::create_tenant(&db, &name).await?;
             println!("RAGQ_TENANT_ID={}\nRAGQ_API_KEY={}", t.tenant_id, t.api_key);
@@ -348,6 +358,44 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `ragq batch …`: returns the exit code.
+async fn batch(
+    broker: &BrokerConfig,
+    roots: &ragq_common::tls::TlsRoots,
+    db: &sqlx::PgPool,
+    cmd: ragq_cli::batch::BatchCmd,
+) -> anyhow::Result<i32> {
+    use ragq_cli::batch::{self, BatchCmd, run};
+    let BatchCmd::Run {
+        file,
+        chat,
+        out,
+        poll_ms,
+        no_progress,
+    } = cmd
+    else {
+        return Ok(batch::query(db, &cmd).await?);
+    };
+    let broker = connect_broker(broker, roots).await?;
+    let args = run::RunArgs {
+        file,
+        chat_id: chat,
+        out,
+        poll: std::time::Duration::from_millis(poll_ms.max(50)),
+        progress: !no_progress,
+    };
+    match run::run(db, &broker, &args).await {
+        Ok(summary) => Ok(batch::report(&summary)),
+        Err(batch::BatchError::BadLines(bad)) => {
+            for e in &bad.0 {
+                eprintln!("{e}");
+            }
+            anyhow::bail!("{bad}")
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn connect_broker(

@@ -63,6 +63,28 @@ pub fn new_file_id() -> String {
     format!("file-{}", Uuid::new_v4().simple())
 }
 
+/// Stores an uploaded input file (`purpose = batch`); returns its id.
+pub async fn store_input_file(
+    db: &PgPool,
+    tenant_id: &str,
+    filename: &str,
+    content: &[u8],
+) -> Result<String, sqlx::Error> {
+    let id = new_file_id();
+    sqlx::query(
+        "INSERT INTO batch_files (id, tenant_id, filename, purpose, bytes, content)
+         VALUES ($1, $2, $3, 'batch', $4, $5)",
+    )
+    .bind(&id)
+    .bind(tenant_id)
+    .bind(filename)
+    .bind(content.len() as i64)
+    .bind(content)
+    .execute(db)
+    .await?;
+    Ok(id)
+}
+
 /// Inserts the batch (`in_progress`) and its lines in one transaction; returns the jobs to
 /// publish on the batch lane. A line's job id is its line id.
 pub async fn create(
