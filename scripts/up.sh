@@ -46,7 +46,7 @@ if [ -n "${RAGQ_BIN_DIR:-}" ]; then
   BIN=$RAGQ_BIN_DIR # prebuilt binaries (e.g. two builds compared by a benchmark)
 else
   log "building release binaries"
-  cargo build --release --locked -p ragq-api -p ragq-worker -p ragq-sim -p ragq-loadgen 2>&1 | tail -n 2 >&2
+  cargo build --release --locked -p ragq-api -p ragq-worker -p ragq-cli -p ragq-sim -p ragq-loadgen 2>&1 | tail -n 2 >&2
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 fi
 
