@@ -117,8 +117,10 @@ RAGQ_DATASET_ID=$RAGQ_DATASET_ID
 ENV
 fi
 # Every api replica of this run (any of them serves any request and resumes any stream).
-sed -i '/^RAGQ_API_URLS=/d' "$STATE/run.env"
+sed -i '/^RAGQ_API_URLS=/d; /^RAGQ_DATABASE_URL=/d' "$STATE/run.env"
 echo "RAGQ_API_URLS=\"$API_URLS\"" >>"$STATE/run.env"
+# The database of this run, so that `ragq` commands (batch run, list-models, …) find it.
+echo "RAGQ_DATABASE_URL=$RAGQ_DATABASE_URL" >>"$STATE/run.env"
 # shellcheck disable=SC1091
 source "$STATE/run.env"
 log "ragq is up: api $API_URLS, $WORKERS worker(s); settings in .ragq/run.env, logs in .ragq/logs/"
