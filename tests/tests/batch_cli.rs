@@ -1,6 +1,7 @@
 //! `ragq batch run`: a questions file answered through a chat as a batch, interrupted (Ctrl-C,
 //! then kill -9 with a torn last line) and resumed until every line is in the results file
-//! exactly once; the hit-rate summary; `status`, `results` and `cancel`.
+//! exactly once; the hit-rate summary; `status`, `results` and `cancel`; a rate-limited
+//! provider slows the batch, not the chat.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -306,6 +307,85 @@ async fn cancel_ends_the_run_with_every_line_once_and_bad_files_are_refused() {
     let (code, _, stderr) = finish(spawn_run(&env, &questions, "nochat", &dir.join("x.out"))).await;
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no active chat nochat"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_batches_back_off_while_chat_answers_at_once() {
+    let env = TestEnv::start(EnvOptions::default()).await;
+    // The provider answers the first 9 requests of this model with HTTP 429, then recovers:
+    // the client's own 3 attempts per call are not enough, so lines back off (RAGQ_BATCH_BACKOFF_MS,
+    // 500 ms doubled: 1 s before the first retry).
+    let spec = ragq_cli::admin::NewModel {
+        name: "sim-429",
+        kind: "chat",
+        provider: "openai",
+        base_url: &env.sim.api_base(),
+        model: "sim:status=429:fail-first=9:tokens=5",
+        api_key: "",
+        max_tokens: 8192,
+    };
+    ragq_cli::admin::put_model(&env.db, &env.secrets, &env.tenant_id, &spec)
+        .await
+        .expect("model");
+    let limited = env.chat_with_model("limited", "sim-429").await;
+    let dir = tempdir();
+    let questions = write_questions(&dir, 3);
+    let out = dir.join("results.jsonl");
+    let calls = || env.sim.stats.snapshot().chat_requests;
+    let before = calls();
+    let t0 = Instant::now();
+    let child = spawn_run(&env, &questions, &limited, &out);
+    // Once the provider's 429s are used up, the lines are still backing off …
+    while calls() < before + 9 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the batch never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        result_lines(&out).is_empty(),
+        "no line answered before its backoff"
+    );
+    // … and a person chatting meanwhile is answered at once.
+    let session = env.create_session(&env.chat_id).await;
+    let asked = Instant::now();
+    let answer = env
+        .ask(
+            &env.chat_id,
+            &session,
+            "What is the delivery limit of the job queue?",
+        )
+        .await;
+    let chat_took = asked.elapsed();
+    assert_eq!(answer["code"], 0, "{answer}");
+    assert!(
+        result_lines(&out).is_empty(),
+        "the chat answer came while the batch backed off"
+    );
+    assert!(
+        chat_took < Duration::from_millis(900),
+        "chat took {chat_took:?} during the batch's backoff"
+    );
+    let (code, kv, stderr) = finish(child).await;
+    let batch_took = t0.elapsed();
+    assert_eq!(code, Some(0), "{kv:?} {stderr}");
+    assert_eq!(
+        (kv["COMPLETED"].as_str(), kv["FAILED"].as_str()),
+        ("3", "0"),
+        "{kv:?}"
+    );
+    assert!(
+        batch_took >= Duration::from_secs(1),
+        "the batch backed off: {batch_took:?}"
+    );
+    // 9 refused calls, 3 answers, 1 interactive answer: nothing asked twice after it succeeded.
+    assert_eq!(calls() - before, 13);
+    println!(
+        "429 backoff: batch of 3 took {batch_took:?}; chat answered in {chat_took:?} meanwhile"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     env.stop().await;
 }

@@ -101,7 +101,9 @@ async fn handle(
         return Err(ApiError::invalid_request("`messages` must not be empty"));
     }
     let flags = ModelFlags::parse(&req.model);
-    if let Some(status) = flags.failure_status() {
+    if let Some(status) = flags.failure_status()
+        && state.fails_now(&req.model, flags.fail_first)
+    {
         return Err(ApiError::simulated(status));
     }
     let streaming = req.stream.unwrap_or(false);

@@ -9,6 +9,8 @@
 //! | `status=NNN`    | that HTTP status (400..=599) with the same error body                  |
 //! | `stall`         | chat stream: headers, then silence; others: sleep `stall_max_s`        |
 //! | `error-after=N` | chat stream: N tokens, then a broken body; non-stream chat: HTTP 500   |
+//! | `fail-first=N`  | only the first N requests with this exact `model` string fail (with    |
+//! |                 | `status`/`error`), later ones succeed: a provider that recovers        |
 //! | `ttft=MS`       | chat: time to first token                                              |
 //! | `tokens=N`      | chat: answer length                                                    |
 //! | `gap=MS`        | chat: gap between tokens                                               |
@@ -34,6 +36,8 @@ pub struct ModelFlags {
     pub stall: bool,
     /// `error-after=N`: break the chat stream after N tokens.
     pub error_after: Option<usize>,
+    /// `fail-first=N`: only the first N requests of this model string fail.
+    pub fail_first: Option<u64>,
     /// `ttft=MS`.
     pub ttft_ms: Option<u64>,
     /// `tokens=N`.
@@ -66,6 +70,7 @@ impl ModelFlags {
                 ("error-after", Some(v)) => {
                     flags.error_after = v.parse().ok().or(flags.error_after)
                 }
+                ("fail-first", Some(v)) => flags.fail_first = v.parse().ok().or(flags.fail_first),
                 ("ttft", Some(v)) => flags.ttft_ms = v.parse().ok().or(flags.ttft_ms),
                 ("tokens", Some(v)) => flags.tokens = v.parse().ok().or(flags.tokens),
                 ("gap", Some(v)) => flags.gap_ms = v.parse().ok().or(flags.gap_ms),
@@ -134,6 +139,10 @@ mod tests {
             (Some(1000), Some(10), Some(2))
         );
         assert_eq!(f.failure_status(), Some(StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(
+            ModelFlags::parse("sim:status=429:fail-first=3").fail_first,
+            Some(3)
+        );
     }
 
     #[test]

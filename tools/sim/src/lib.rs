@@ -94,9 +94,20 @@ pub(crate) struct AppState {
     pub(crate) cfg: Arc<SimConfig>,
     pub(crate) stats: Arc<SimStats>,
     pub(crate) shutdown: Shutdown,
+    /// Requests seen per `model` string carrying `fail-first=N`.
+    pub(crate) failures: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl AppState {
+    /// Whether this request of `model` fails, given its `fail-first=N` flag (none: it fails).
+    pub(crate) fn fails_now(&self, model: &str, fail_first: Option<u64>) -> bool {
+        let Some(n) = fail_first else { return true };
+        let mut seen = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = seen.entry(model.to_string()).or_default();
+        *count += 1;
+        *count <= n
+    }
+
     /// Waits until `deadline`; 503 if the server starts shutting down first.
     pub(crate) async fn wait_until(&self, deadline: Instant) -> Result<(), ApiError> {
         if self.shutdown.clone().sleep_until(deadline).await {
@@ -131,6 +142,7 @@ fn build_router(cfg: SimConfig, stats: Arc<SimStats>, shutdown: Shutdown) -> Rou
         cfg: Arc::new(cfg),
         stats,
         shutdown,
+        failures: Arc::default(),
     };
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
