@@ -16,6 +16,8 @@ ulimit -n 65536 2>/dev/null || true
 log "running the test suite"
 # Fault tests spawn the worker binary as a separate process.
 cargo build --workspace --bins --locked
+# docs/CONFIG.md is generated from the binaries' flags: it must match them.
+python3 scripts/lib/config_reference.py --check "${CARGO_TARGET_DIR:-target}/debug"
 cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THREADS:-4}"
 
 # Compatibility: the official Python clients (ragflow-sdk 0.22.1, openai) against a running ragq
