@@ -25,7 +25,7 @@ export RAGQ_SIM_EMBED_MS=15 RAGQ_SIM_RERANK_MS=80 RAGQ_SIM_TTFT_MS=250 RAGQ_SIM_
 
 bash scripts/up.sh >/dev/null
 set -a; source .ragq/run.env; set +a
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+BIN=${RAGQ_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 OUT=.ragq/bench-batch
 rm -rf "$OUT"; mkdir -p "$OUT"
 python3 - "$OUT/questions.jsonl" "$LINES" <<'PY'

@@ -24,7 +24,7 @@ IDEAL_MS=345
 bash scripts/up.sh >/dev/null
 # shellcheck disable=SC1091
 set -a; source .ragq/run.env; set +a
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+BIN=${RAGQ_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 OUT=.ragq/bench
 mkdir -p "$OUT"
 # The simulator's own latencies as a client sees them (its timers add ~1-2 ms per call over the
