@@ -13,6 +13,10 @@
 //! - [`text`]: tokenizer and the local hashing embedder.
 //! - [`batch`]: the OpenAI batch state machine shared by the ingress, workers and CLI.
 //! - [`model`]: model kinds and providers; [`secret`]: model API keys encrypted at rest.
+//! - [`ids`]: id newtypes that validate on parse; [`status`]: the stored status words as enums.
+//! - [`health`]: the readiness check of every `/readyz`; [`json`]: `real` columns as short
+//!   decimals; [`ownership`]: a search's dataset/document isolation check; [`retrieval`]: a
+//!   search request's bounds.
 
 pub mod auth;
 pub mod batch;
@@ -24,10 +28,16 @@ pub mod config;
 pub mod db;
 pub mod embed_token;
 pub mod event;
+pub mod health;
+pub mod ids;
 pub mod job;
+pub mod json;
 pub mod metrics;
 pub mod model;
+pub mod ownership;
+pub mod retrieval;
 pub mod secret;
+pub mod status;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
