@@ -13,7 +13,7 @@
 //! `options.quote`, so `reference: false` also means no citation markers are inserted.
 //!
 //! Order: body shape (`model`, `messages` present) → authentication → message checks → chat
-//! ownership → subscribe → publish → relay (see [`completions::start_job`]). The response
+//! ownership → subscribe → publish → relay (see [`crate::dispatch::start_job`]). The response
 //! formats are in [`crate::wire::openai`].
 //!
 //! # Deviations from RAGFlow v0.22.1 (and why)
@@ -49,12 +49,12 @@ use axum::extract::{Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ragq_common::job::{ChatMessage, JOB_VERSION, Job, JobKind, JobOptions, Lane, Role};
+use ragq_common::ids::{ChatId, TenantId};
+use ragq_common::job::{ChatMessage, JobKind, JobOptions, Lane, Role};
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
-use super::completions::{self, KEEP_ALIVE};
 use crate::auth::tenant_for_key;
+use crate::dispatch::{KEEP_ALIVE, new_job, start_job};
 use crate::envelope::PyJson;
 use crate::relay::{Item, JobStream};
 use crate::state::AppState;
@@ -117,7 +117,7 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, OpenAiError>
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<String, OpenAiError> {
+) -> Result<TenantId, OpenAiError> {
     let Some(header) = headers.get(AUTHORIZATION) else {
         return Err(OpenAiError::unauthorized("`Authorization` can't be empty"));
     };
@@ -129,6 +129,7 @@ pub(crate) async fn authenticate(
     };
     tenant_for_key(state, key)
         .await?
+        .map(TenantId::from_db)
         .ok_or_else(|| OpenAiError::unauthorized("Authentication error: API key is invalid!"))
 }
 
@@ -256,25 +257,20 @@ async fn handle(
     owned_chat(&state, &tenant, &chat_id).await?;
 
     let prompt_chars = openai::char_len(&req.question);
-    let job = Job {
-        v: JOB_VERSION,
-        id: Uuid::now_v7(),
-        kind: JobKind::OpenaiChat,
-        tenant_id: tenant,
-        chat_id,
-        session_id: None,
-        message_id: Uuid::new_v4().to_string(),
-        question: req.question,
-        messages: req.history,
-        options: JobOptions {
-            quote: Some(req.reference),
-            variables: Map::new(),
-        },
-        deadline_ms: ragq_common::now_ms() + (state.cfg.job_deadline_s * 1000) as i64,
-        params: Value::Null,
-        trace: crate::observe::traceparent(),
+    let mut job = new_job(
+        &state,
+        JobKind::OpenaiChat,
+        &tenant,
+        req.question,
+        Value::Null,
+    );
+    job.chat_id = chat_id;
+    job.messages = req.history;
+    job.options = JobOptions {
+        quote: Some(req.reference),
+        variables: Map::new(),
     };
-    let stream = completions::start_job(&state, &job, Lane::Interactive).await?;
+    let stream = start_job(&state, &job, Lane::Interactive).await?;
     let created = ragq_common::now_ms() / 1000;
 
     if req.stream {
@@ -295,12 +291,19 @@ async fn handle(
 /// The OpenAI endpoints' ownership check: the tenant's live chat, else HTTP 404
 /// `chat_not_found`.
 pub async fn owned_chat(state: &AppState, tenant: &str, chat_id: &str) -> Result<(), OpenAiError> {
-    let owned: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'")
-            .bind(chat_id)
+    // An id that does not parse names no chat.
+    let owned: Option<i32> = match ChatId::parse(chat_id) {
+        Err(_) => None,
+        Ok(chat) => {
+            sqlx::query_scalar(
+                "SELECT 1 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'",
+            )
+            .bind(&chat)
             .bind(tenant)
             .fetch_optional(&state.db)
-            .await?;
+            .await?
+        }
+    };
     if owned.is_none() {
         return Err(OpenAiError::invalid(
             StatusCode::NOT_FOUND,
