@@ -1,43 +1,20 @@
 //! Bearer-token authentication, RAGFlow style: `Authorization: Bearer <key>`; the scheme word is
 //! not checked (RAGFlow takes the second word). Keys are looked up by their SHA-256 hash.
+//!
+//! Where this sits in the job path: first. A route's [`Tenant`] (API key) or [`Embedded`]
+//! (embed token) extractor runs before its body is read; only an authenticated tenant's request
+//! is parsed, checked and turned into a job (`crate::dispatch`). Recently verified keys are
+//! remembered in [`crate::caches::KeyCache`].
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use ragq_common::auth::hash_key;
+use ragq_common::ids::TenantId;
 use serde_json::Value;
 
 use crate::envelope::{ApiError, code};
 use crate::state::AppState;
-
-/// Recently verified keys (hash → tenant), so that a busy client's every request does not cost a
-/// database query. Only successful lookups are cached, for [`KeyCache::TTL`]: a new key works at
-/// once; a key deleted from `api_keys` stops working within the TTL.
-#[derive(Default)]
-pub struct KeyCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
-}
-
-impl KeyCache {
-    pub const TTL: std::time::Duration = std::time::Duration::from_secs(30);
-    /// Entries kept at most; the cache is emptied when it would grow past this.
-    const CAPACITY: usize = 100_000;
-
-    fn get(&self, hash: &str) -> Option<String> {
-        let entries = self.entries.lock().ok()?;
-        let (tenant, at) = entries.get(hash)?;
-        (at.elapsed() < Self::TTL).then(|| tenant.clone())
-    }
-
-    fn put(&self, hash: String, tenant: String) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= Self::CAPACITY {
-                entries.clear();
-            }
-            entries.insert(hash, (tenant, std::time::Instant::now()));
-        }
-    }
-}
 
 /// The tenant that owns API key `key` (looked up by its hash), if any. Shared by the [`Tenant`]
 /// extractor and routes that answer auth errors in another format (the OpenAI endpoint).
@@ -59,7 +36,7 @@ pub async fn tenant_for_key(state: &AppState, key: &str) -> Result<Option<String
 
 /// The authenticated tenant of a request.
 #[derive(Clone, Debug)]
-pub struct Tenant(pub String);
+pub struct Tenant(pub TenantId);
 
 impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
@@ -88,7 +65,7 @@ impl FromRequestParts<AppState> for Tenant {
             }
         };
         match tenant_for_key(state, key).await? {
-            Some(t) => Ok(Tenant(t)),
+            Some(t) => Ok(Tenant(TenantId::from_db(t))),
             None => Err(ApiError::new(
                 code::AUTHENTICATION,
                 "Authentication error: API key is invalid!",
@@ -98,47 +75,13 @@ impl FromRequestParts<AppState> for Tenant {
     }
 }
 
-/// Requests per embed token per minute, counted in fixed one-minute windows. The count is kept in
-/// Redis, shared by every api replica; this in-process counter is the fallback while Redis does
-/// not answer (each replica then counts its own requests).
-#[derive(Default)]
-pub struct RateLimiter {
-    windows: std::sync::Mutex<std::collections::HashMap<String, (u64, u32)>>,
-}
-
-impl RateLimiter {
-    /// Entries kept at most; older windows are dropped when it would grow past this.
-    const CAPACITY: usize = 100_000;
-
-    /// Counts one request of `token_id` against `limit` per minute at `now_s` (epoch seconds).
-    /// `Err(s)`: over the limit; retry in `s` seconds (the end of the current window).
-    pub fn check(&self, token_id: &str, limit: u32, now_s: u64) -> Result<(), u32> {
-        let window = now_s / 60;
-        let Ok(mut windows) = self.windows.lock() else {
-            return Ok(());
-        };
-        if windows.len() >= Self::CAPACITY && !windows.contains_key(token_id) {
-            windows.retain(|_, (w, _)| *w == window);
-        }
-        let entry = windows.entry(token_id.to_string()).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        if entry.1 >= limit {
-            return Err((60 - now_s % 60).max(1) as u32);
-        }
-        entry.1 += 1;
-        Ok(())
-    }
-}
-
 /// The tenant of an embedded chatbot or search page: authorised by an **embed token** (RAGFlow's
 /// `beta` token), never by the tenant's API key, and counted against the token's rate limit
 /// (HTTP 429, code 429, `Retry-After`). Only the `/api/v1/chatbots/*` and `/api/v1/searchbots/*`
 /// routes take it; every other route takes [`Tenant`], which knows nothing of embed tokens.
 #[derive(Clone, Debug)]
 pub struct Embedded {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub token_id: String,
 }
 
@@ -197,23 +140,8 @@ impl FromRequestParts<AppState> for Embedded {
             return Err(e);
         }
         Ok(Embedded {
-            tenant: grant.tenant_id,
+            tenant: TenantId::from_db(grant.tenant_id),
             token_id: grant.token_id,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limit_counts_per_token_per_minute() {
-        let r = RateLimiter::default();
-        assert!(r.check("a", 2, 120).is_ok());
-        assert!(r.check("a", 2, 130).is_ok());
-        assert_eq!(r.check("a", 2, 135), Err(45));
-        assert!(r.check("b", 2, 135).is_ok());
-        assert!(r.check("a", 2, 180).is_ok());
     }
 }

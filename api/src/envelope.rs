@@ -1,4 +1,5 @@
-//! RAGFlow's response envelope and JSON style.
+//! RAGFlow's response envelope and JSON style: the last step of every RAGFlow-format answer
+//! (the job path's formatters in `wire` and the routes' `response` helpers write through it).
 //!
 //! RAGFlow answers HTTP 200 with `{"code": N, "message": …, "data": …}`; errors are told by
 //! `code`, not by the HTTP status. Its JSON is Python's `json.dumps` output: `", "` and `": "`
@@ -15,14 +16,59 @@ use ragq_common::client_error::{new_error_id, with_error_id};
 use serde::Serialize;
 use serde_json::Value;
 
-/// RAGFlow's return codes (`common/constants.py` RetCode).
+/// The `code` of an envelope: RAGFlow's return codes (`common/constants.py` `RetCode`) and the
+/// few HTTP-like codes ragq answers in the envelope (unknown route, wrong method, overload).
+/// An [`ApiError`] is only ever built from one of these, never from a bare number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum RetCode {
+    Success = 0,
+    /// RAGFlow's `EXCEPTION_ERROR`: the server (or the job) failed.
+    Exception = 100,
+    /// `ARGUMENT_ERROR`: the request is malformed (types, ranges, JSON).
+    Argument = 101,
+    /// `DATA_ERROR`: the request is well-formed but names something missing or not the tenant's.
+    Data = 102,
+    /// `PERMISSION_ERROR` (dataset routes).
+    Permission = 108,
+    /// `AUTHENTICATION_ERROR` (also RAGFlow's code for mixed embedding models).
+    Authentication = 109,
+    /// No route for the path.
+    NotFound = 404,
+    /// A route without this method.
+    MethodNotAllowed = 405,
+    /// Admission control or an embed token's rate limit (HTTP 429 too).
+    TooManyRequests = 429,
+    /// `SERVER_ERROR`: a dependency is unavailable (HTTP 503 too).
+    Server = 500,
+}
+
+impl RetCode {
+    /// The number on the wire.
+    pub const fn as_i32(self) -> i32 {
+        self as i32
+    }
+}
+
+impl Serialize for RetCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(self.as_i32())
+    }
+}
+
+/// The codes under RAGFlow's constant names.
 pub mod code {
-    pub const SUCCESS: i32 = 0;
-    pub const EXCEPTION: i32 = 100;
-    pub const ARGUMENT: i32 = 101;
-    pub const DATA: i32 = 102;
-    pub const AUTHENTICATION: i32 = 109;
-    pub const SERVER: i32 = 500;
+    use super::RetCode;
+    pub const SUCCESS: RetCode = RetCode::Success;
+    pub const EXCEPTION: RetCode = RetCode::Exception;
+    pub const ARGUMENT: RetCode = RetCode::Argument;
+    pub const DATA: RetCode = RetCode::Data;
+    pub const PERMISSION: RetCode = RetCode::Permission;
+    pub const AUTHENTICATION: RetCode = RetCode::Authentication;
+    pub const NOT_FOUND: RetCode = RetCode::NotFound;
+    pub const METHOD_NOT_ALLOWED: RetCode = RetCode::MethodNotAllowed;
+    pub const TOO_MANY_REQUESTS: RetCode = RetCode::TooManyRequests;
+    pub const SERVER: RetCode = RetCode::Server;
 }
 
 /// serde_json formatter with Python's default separators.
@@ -92,7 +138,7 @@ pub fn ok(data: Value) -> Response {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: i32,
+    pub code: RetCode,
     pub message: String,
     /// `data` value, when RAGFlow includes one (auth errors carry `false`).
     pub data: Option<Value>,
@@ -100,7 +146,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(code: i32, message: impl Into<String>) -> Self {
+    pub fn new(code: RetCode, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::OK,
             code,
@@ -134,7 +180,7 @@ impl ApiError {
     pub fn busy(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
-            code: 429,
+            code: code::TOO_MANY_REQUESTS,
             message: message.into(),
             data: None,
             retry_after: Some(1),
@@ -173,6 +219,16 @@ impl From<sqlx::Error> for ApiError {
             );
         }
         ApiError::internal(e)
+    }
+}
+
+impl From<ragq_common::ownership::OwnershipError> for ApiError {
+    /// RAGFlow's code 102 with the check's message; a database failure as any other.
+    fn from(e: ragq_common::ownership::OwnershipError) -> Self {
+        match e {
+            ragq_common::ownership::OwnershipError::Db(e) => ApiError::from(e),
+            e => ApiError::data(e.to_string()),
+        }
     }
 }
 

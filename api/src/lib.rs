@@ -3,15 +3,29 @@
 //! The ingress: authenticates requests, turns them into jobs on the broker and relays the events
 //! that workers stream back as SSE. It does no model work.
 //!
-//! Layout: [`routes`] (one module per resource) → [`relay`] (a job's events, in order, bounded)
-//! → [`wire`] (RAGFlow/OpenAI formats). [`envelope`] is RAGFlow's response envelope, [`auth`] the
-//! bearer-key extractor, [`observe`] the metrics and trace context.
+//! The job path, in order, and where each step lives:
+//!
+//! | step | module |
+//! | --- | --- |
+//! | authenticate (API key or embed token) | [`auth`] (recent keys in [`caches`]) |
+//! | read the request (body, query, ids) | [`request`] |
+//! | check it against the database | [`routes`] (one module per resource; thin adapters) |
+//! | admit, subscribe, record the owner, publish, await a result | [`dispatch`] |
+//! | read the job's events in order, without gaps, bounded | [`relay`] |
+//! | write them in the client's format | [`wire`] (RAGFlow/OpenAI SSE and JSON), [`response`], [`envelope`] |
+//!
+//! Beside it: [`state`] (what every handler shares), [`config`], [`observe`] (metrics, trace
+//! context).
 
 pub mod auth;
+pub mod caches;
 pub mod config;
+pub mod dispatch;
 pub mod envelope;
 pub mod observe;
 pub mod relay;
+pub mod request;
+pub mod response;
 pub mod routes;
 pub mod state;
 pub mod wire;

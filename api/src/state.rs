@@ -1,4 +1,6 @@
-//! State shared by every request handler.
+//! State shared by every request handler: the database pool, the broker publisher, the bus
+//! subscriber and control connection, settings and the admission counters. Built once in
+//! [`crate::Api::build`]; every step of the job path reads it.
 
 use std::sync::Arc;
 
@@ -13,9 +15,9 @@ use crate::config::ApiConfig;
 pub struct AppState {
     pub db: PgPool,
     /// Recently verified API keys.
-    pub keys: Arc<crate::auth::KeyCache>,
+    pub keys: Arc<crate::caches::KeyCache>,
     /// Per-embed-token request counts (each token's own rate limit).
-    pub embed_rate: Arc<crate::auth::RateLimiter>,
+    pub embed_rate: Arc<crate::caches::RateLimiter>,
     pub jobs: Arc<dyn JobPublisher>,
     /// The process's one Redis subscriber connection.
     pub events: RedisSubscriber,

@@ -16,6 +16,10 @@
 //! - [`providers`]: the model clients (chat, embedding, rerank) over HTTP; [`models`]: the
 //!   `models` rows turned into usable specs (keys decrypted).
 //! - [`indexing`]: a document → chunks → embeddings → the `chunks` table (ingest jobs, CLI).
+//! - [`ids`]: id newtypes that validate on parse; [`status`]: the stored status words as enums.
+//! - [`health`]: the readiness check of every `/readyz`; [`json`]: `real` columns as short
+//!   decimals; [`ownership`]: a search's dataset/document isolation check; [`retrieval`]: a
+//!   search request's bounds.
 
 pub mod auth;
 pub mod batch;
@@ -27,14 +31,20 @@ pub mod config;
 pub mod db;
 pub mod embed_token;
 pub mod event;
+pub mod health;
+pub mod ids;
 pub mod indexing;
 pub mod job;
+pub mod json;
 pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod openai_request;
+pub mod ownership;
 pub mod providers;
+pub mod retrieval;
 pub mod secret;
+pub mod status;
 pub mod telemetry;
 pub mod text;
 pub mod tls;

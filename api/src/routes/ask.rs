@@ -13,30 +13,25 @@
 //! required. ``, `` `dataset_ids` should be a list. ``, `You don't own the dataset {id}.`,
 //! `The dataset {id} doesn't own parsed file`. The embedded search page reaches the same code
 //! through `routes::embed` (`/api/v1/searchbots/*`).
+//!
+//! Where this sits in the job path: after auth and the dataset checks here, `ask` starts a
+//! streamed job ([`crate::dispatch::start_job`]); the other two await one result
+//! ([`crate::dispatch::await_result`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
 use axum::response::Response;
 use ragq_common::job::{JobKind, Lane};
 use serde_json::{Map, Value, json};
 
-use super::completions::{self, KEEP_ALIVE};
-use super::datasets::{body_object, dedup};
-use super::retrieval::{await_result, new_job};
 use crate::auth::Tenant;
-use crate::envelope::{ApiError, ApiResult, PyJson};
+use crate::dispatch::{KEEP_ALIVE, await_result, new_job, start_job};
+use crate::envelope::{ApiError, ApiResult};
+use crate::request::{ErrorData, ListWording, body_object, dedup, id_strings};
+use crate::response::{json_result, set_job_header};
 use crate::state::AppState;
 use crate::wire::{self, ragflow};
-
-/// RAGFlow's `get_json_result(data=…)`: code, message "success" and data.
-pub fn json_result(data: Value) -> Response {
-    axum::response::IntoResponse::into_response(PyJson(
-        StatusCode::OK,
-        json!({"code": 0, "message": "success", "data": data}),
-    ))
-}
 
 /// The non-empty `question` of a request.
 fn question(req: &Map<String, Value>) -> Result<String, ApiError> {
@@ -53,20 +48,11 @@ fn question(req: &Map<String, Value>) -> Result<String, ApiError> {
 pub fn dataset_ids(req: &Map<String, Value>, key: &str) -> Result<Vec<String>, ApiError> {
     let ids = match req.get(key) {
         None | Some(Value::Null) => return Err(ApiError::data(format!("`{key}` is required."))),
-        Some(Value::Array(a)) if a.is_empty() => {
-            return Err(ApiError::data(format!("`{key}` is required.")));
-        }
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.clone()),
-                _ => Err(ApiError::data(format!(
-                    "`{key}` should be a list of strings."
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => return Err(ApiError::data(format!("`{key}` should be a list."))),
+        Some(v) => id_strings(v, key, ListWording::Search, ApiError::data)?,
     };
+    if ids.is_empty() {
+        return Err(ApiError::data(format!("`{key}` is required.")));
+    }
     Ok(dedup(ids))
 }
 
@@ -104,7 +90,13 @@ pub async fn ask(
     Tenant(tenant): Tenant,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    ask_with(&state, &tenant, body_object(body)?, "dataset_ids").await
+    ask_with(
+        &state,
+        &tenant,
+        body_object(body, ErrorData::Absent)?,
+        "dataset_ids",
+    )
+    .await
 }
 
 /// An ask of `tenant` with the datasets under `key` (`dataset_ids`; `kb_ids` for searchbots).
@@ -124,7 +116,7 @@ pub async fn ask_with(
         question,
         json!({"dataset_ids": ids}),
     );
-    let stream = completions::start_job(state, &job, Lane::Interactive).await?;
+    let stream = start_job(state, &job, Lane::Interactive).await?;
     let body = futures::stream::unfold(
         (stream, ragflow::AskSse::default()),
         |(mut stream, mut format)| async move {
@@ -137,7 +129,7 @@ pub async fn ask_with(
         },
     );
     let mut resp = wire::sse_response(Body::from_stream(body));
-    completions::set_job_header(&mut resp, job.id);
+    set_job_header(&mut resp, job.id);
     Ok(resp)
 }
 
@@ -147,7 +139,7 @@ pub async fn related_questions(
     Tenant(tenant): Tenant,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    related_with(&state, &tenant, body_object(body)?).await
+    related_with(&state, &tenant, body_object(body, ErrorData::Absent)?).await
 }
 
 pub async fn related_with(
@@ -178,7 +170,7 @@ pub async fn mindmap(
     Tenant(tenant): Tenant,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    mindmap_with(&state, &tenant, body_object(body)?).await
+    mindmap_with(&state, &tenant, body_object(body, ErrorData::Absent)?).await
 }
 
 pub async fn mindmap_with(

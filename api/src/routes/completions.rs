@@ -1,29 +1,27 @@
 //! `POST /api/v1/chats/{chat_id}/completions` — RAGFlow's native completion.
 //!
-//! Order of operations (what keeps a job from being lost or a first event from being missed):
-//! authenticate → check chat and session ownership → **subscribe** to the job's event channel →
-//! **publish** the job and wait for the broker's confirm → relay events until the terminal one.
-
-use std::time::Duration;
+//! Where this sits in the job path (what keeps a job from being lost or a first event from being
+//! missed): authenticate ([`crate::auth`]) → parse the body → check chat and session ownership
+//! (here) → admit, **subscribe** to the job's event channel, **publish** the job and wait for
+//! the broker's confirm ([`crate::dispatch::start_job`]) → relay events until the terminal one
+//! ([`crate::relay`]), written as RAGFlow's SSE or its JSON answer ([`crate::wire::ragflow`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use ragq_common::bus::EventSubscriber;
-use ragq_common::job::{JOB_VERSION, Job, JobKind, JobOptions, Lane};
+use ragq_common::ids::{ChatId, SessionId, TenantId};
+use ragq_common::job::{JobKind, JobOptions, Lane};
 use serde_json::{Map, Value, json};
-use tokio::time::Instant;
-use uuid::Uuid;
 
-use super::{json_object, sessions};
+use super::sessions;
 use crate::auth::Tenant;
+use crate::dispatch::{KEEP_ALIVE, new_job, start_job};
 use crate::envelope::{ApiError, ApiResult, PyJson, code, ok};
 use crate::relay::{Item, JobStream};
+use crate::request::json_object;
+use crate::response::set_job_header;
 use crate::state::AppState;
 use crate::wire::{self, ragflow};
-
-/// How often an idle stream sends a keep-alive comment.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Request keys with a meaning of their own; every other string key fills a prompt variable.
 const RESERVED: &[&str] = &[
@@ -118,7 +116,7 @@ pub async fn completions_by_body(
 /// `chatbot_completions`.
 pub async fn complete(
     state: &AppState,
-    tenant: String,
+    tenant: TenantId,
     chat_id: String,
     body: &[u8],
     embedded: bool,
@@ -128,17 +126,27 @@ pub async fn complete(
         req.quote = Some(false);
     }
 
-    // Chat ownership and (when given) session ownership in one round trip.
-    let row: Option<(String, Option<bool>)> = sqlx::query_as(
-        "SELECT COALESCE(c.prompt_config->>'prologue', ''),
-                (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id)
-         FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
-    )
-    .bind(&chat_id)
-    .bind(&tenant)
-    .bind(req.session_id.as_deref().unwrap_or(""))
-    .fetch_optional(&state.db)
-    .await?;
+    // Chat ownership and (when given) session ownership in one round trip. Ids that do not
+    // parse name no row: answered as another tenant's.
+    let session = req
+        .session_id
+        .as_deref()
+        .and_then(|s| SessionId::parse(s).ok());
+    let row: Option<(String, Option<bool>)> = match ChatId::parse(&chat_id) {
+        Err(_) => None,
+        Ok(chat) => {
+            sqlx::query_as(
+                "SELECT COALESCE(c.prompt_config->>'prologue', ''),
+                        (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id)
+                 FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
+            )
+            .bind(&chat)
+            .bind(&tenant)
+            .bind(session.as_ref().map_or("", |s| s.as_str()))
+            .fetch_optional(&state.db)
+            .await?
+        }
+    };
     let Some((prologue, session_ok)) = row else {
         return Err(ApiError::data(format!("You don't own the chat {chat_id}")));
     };
@@ -173,24 +181,12 @@ pub async fn complete(
         .question
         .ok_or_else(|| ApiError::argument("required argument are missing: question; "))?;
 
-    let deadline_s = state.cfg.job_deadline_s;
-    let job = Job {
-        v: JOB_VERSION,
-        id: Uuid::now_v7(),
-        kind: JobKind::Chat,
-        tenant_id: tenant,
-        chat_id,
-        session_id: Some(session_id.clone()),
-        message_id: Uuid::new_v4().to_string(),
-        question,
-        messages: Vec::new(),
-        options: JobOptions {
-            quote: req.quote,
-            variables: req.variables,
-        },
-        deadline_ms: ragq_common::now_ms() + (deadline_s * 1000) as i64,
-        params: serde_json::Value::Null,
-        trace: crate::observe::traceparent(),
+    let mut job = new_job(state, JobKind::Chat, &tenant, question, Value::Null);
+    job.chat_id = chat_id;
+    job.session_id = Some(session_id.clone());
+    job.options = JobOptions {
+        quote: req.quote,
+        variables: req.variables,
     };
     let stream = start_job(state, &job, Lane::Interactive).await?;
 
@@ -203,109 +199,7 @@ pub async fn complete(
     Ok(resp)
 }
 
-/// `X-Ragq-Job-Id`: lets a client stop the job or resume its stream (see `routes::jobs`).
-pub const JOB_ID_HEADER: &str = "x-ragq-job-id";
-
-pub fn set_job_header(resp: &mut Response, job_id: Uuid) {
-    if let Ok(v) = axum::http::HeaderValue::from_str(&job_id.to_string()) {
-        resp.headers_mut().insert(JOB_ID_HEADER, v);
-    }
-}
-
-/// Subscribes to `job`'s events, **then** publishes it on `lane` and waits for the broker's
-/// confirm, so the job's first event cannot be missed. The returned stream gives up a little
-/// after the job's deadline, so the worker's own timeout error normally arrives first. A bus or
-/// broker failure is HTTP 503 (nothing was published, or the client will see nothing of it).
-pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStream, ApiError> {
-    // Admission: refuse new work rather than queue it past what can be served in time.
-    let metrics = &*crate::observe::METRICS;
-    if state.events.open_streams() >= state.cfg.max_open_streams {
-        metrics.rejected_open_streams.increment(1);
-        return Err(ApiError::busy(
-            "Too many open streams on this server, retry later.",
-        ));
-    }
-    if lane == Lane::Interactive
-        && state.queue_depth.load(std::sync::atomic::Ordering::Relaxed) > state.cfg.max_queue_depth
-    {
-        metrics.rejected_queue_depth.increment(1);
-        return Err(ApiError::busy(
-            "Too many questions are waiting, retry later.",
-        ));
-    }
-    // Before the job is published: listen (no event can be published before we do), and
-    // remember who owns the job (stop and resume check it). The two are independent Redis
-    // round trips, made concurrently.
-    let ttl = Duration::from_millis(job.remaining_ms().max(1) as u64);
-    let owner = format!(
-        "{} {} {}",
-        job.tenant_id,
-        job.message_id,
-        job.session_id.as_deref().unwrap_or("")
-    );
-    let subscribe = async {
-        state.events.subscribe(job.id).await.map_err(|e| {
-            ApiError::dependency(
-                "The event bus is unavailable, retry later.",
-                "subscribe failed",
-                &e,
-            )
-        })
-    };
-    let record_owner = async {
-        state
-            .control
-            .set_owner(job.id, &owner, ttl)
-            .await
-            .map_err(|e| {
-                ApiError::dependency(
-                    "The event bus is unavailable, retry later.",
-                    "recording the job owner failed",
-                    &e,
-                )
-            })
-    };
-    let (sub, ()) = tokio::try_join!(subscribe, record_owner)?;
-    state.jobs.publish(lane, job).await.map_err(|e| {
-        ApiError::dependency(
-            "The job queue is unavailable, retry later.",
-            "publish failed",
-            &e,
-        )
-    })?;
-    metrics.published(job.kind);
-    let stream = JobStream::new(sub, job.id, Instant::now() + ttl + RELAY_MARGIN);
-    // Time to first chunk: from the request's arrival to the first answer text relayed.
-    let stream = match job.kind {
-        JobKind::Chat | JobKind::OpenaiChat | JobKind::Ask => {
-            stream.with_ttfc(crate::observe::accepted())
-        }
-        JobKind::Retrieval
-        | JobKind::Ingest
-        | JobKind::BatchLine
-        | JobKind::RelatedQuestions
-        | JobKind::Mindmap => stream,
-    };
-    Ok(client_stream(state, stream))
-}
-
-/// How long after the job's deadline the relay gives up (the worker's own timeout error
-/// normally arrives first; a job that never reached a worker ends here).
-pub const RELAY_MARGIN: Duration = Duration::from_secs(1);
-
-/// A stream a client reads: gap-filled from the replay stream, part of the job's readers (a
-/// disconnect cancels the job only after the grace, and only if nobody else reads it), ended
-/// with a "resume elsewhere" event when the ingress shuts down.
-pub fn client_stream(state: &AppState, stream: JobStream) -> JobStream {
-    stream
-        .with_replay(state.control.clone())
-        .owned_by_client(
-            Duration::from_secs(state.cfg.disconnect_grace_s),
-            state.events.clone(),
-        )
-        .until_shutdown(state.shutting_down.clone())
-}
-
+/// A RAGFlow SSE answer of `stream` (also a resumed stream, `routes::jobs`).
 pub fn stream_answer(stream: JobStream, message_id: &str, session_id: &str) -> Response {
     let format = ragflow::RagflowSse::new(message_id, session_id);
     let body = futures::stream::unfold((stream, format), |(mut stream, mut format)| async move {

@@ -17,19 +17,23 @@
 //! | `POST /api/v1/searchbots/related_questions` `{question, industry?}` | embed token | as `/api/v1/sessions/related_questions` |
 //! | `POST /api/v1/searchbots/mindmap` `{question, kb_ids}` | embed token | as `/api/v1/sessions/mindmap` |
 //! | `POST /api/v1/searchbots/retrieval_test` `{question, kb_id, doc_ids?, page?, size?, …}` | embed token | as `/api/v1/retrieval` |
+//!
+//! Where this sits in the job path: [`Embedded`] replaces [`Tenant`] as the first step; the
+//! rest is the API-key route's path (the handlers here only map RAGFlow's names and call it).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use ragq_common::embed_token::{self, EmbedToken, EmbedTokenError};
+use ragq_common::ids::ChatId;
 use serde_json::{Value, json};
 
-use super::datasets::body_object;
-use super::sessions::rfc822;
 use super::{ask, completions, retrieval};
 use crate::auth::{Embedded, Tenant};
 use crate::envelope::{ApiError, ApiResult, ok};
+use crate::request::{ErrorData, body_object};
+use crate::response::rfc822;
 use crate::state::AppState;
 
 fn token_error(e: EmbedTokenError) -> ApiError {
@@ -59,7 +63,7 @@ pub async fn create_token(
     Tenant(tenant): Tenant,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req = body_object(body)?;
+    let req = body_object(body, ErrorData::Absent)?;
     let label = match req.get("label") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.trim().to_string(),
@@ -126,14 +130,19 @@ pub async fn chatbot_info(
     embedded: Embedded,
     Path(chat_id): Path<String>,
 ) -> ApiResult<Response> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT name, avatar, COALESCE(prompt_config->>'prologue', '')
-         FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'",
-    )
-    .bind(&chat_id)
-    .bind(&embedded.tenant)
-    .fetch_optional(&state.db)
-    .await?;
+    let row: Option<(String, String, String)> = match ChatId::parse(&chat_id) {
+        Err(_) => None,
+        Ok(chat) => {
+            sqlx::query_as(
+                "SELECT name, avatar, COALESCE(prompt_config->>'prologue', '')
+                 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'",
+            )
+            .bind(&chat)
+            .bind(&embedded.tenant)
+            .fetch_optional(&state.db)
+            .await?
+        }
+    };
     let Some((title, avatar, prologue)) = row else {
         return Err(ApiError::data(format!(
             "Can't find dialog by ID: {chat_id}"
@@ -150,7 +159,13 @@ pub async fn searchbot_ask(
     embedded: Embedded,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    ask::ask_with(&state, &embedded.tenant, body_object(body)?, "kb_ids").await
+    ask::ask_with(
+        &state,
+        &embedded.tenant,
+        body_object(body, ErrorData::Absent)?,
+        "kb_ids",
+    )
+    .await
 }
 
 /// `POST /api/v1/searchbots/related_questions`.
@@ -159,7 +174,12 @@ pub async fn searchbot_related(
     embedded: Embedded,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    ask::related_with(&state, &embedded.tenant, body_object(body)?).await
+    ask::related_with(
+        &state,
+        &embedded.tenant,
+        body_object(body, ErrorData::Absent)?,
+    )
+    .await
 }
 
 /// `POST /api/v1/searchbots/mindmap`.
@@ -168,7 +188,12 @@ pub async fn searchbot_mindmap(
     embedded: Embedded,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    ask::mindmap_with(&state, &embedded.tenant, body_object(body)?).await
+    ask::mindmap_with(
+        &state,
+        &embedded.tenant,
+        body_object(body, ErrorData::Absent)?,
+    )
+    .await
 }
 
 /// `POST /api/v1/searchbots/retrieval_test`: RAGFlow's search-page names (`kb_id` a string or a
@@ -178,7 +203,7 @@ pub async fn searchbot_retrieval(
     embedded: Embedded,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let mut req = body_object(body)?;
+    let mut req = body_object(body, ErrorData::Absent)?;
     if let Some(kb) = req.remove("kb_id") {
         let ids = match kb {
             Value::String(s) => json!([s]),

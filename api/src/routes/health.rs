@@ -1,9 +1,12 @@
-//! `/healthz`: the process is alive. `/readyz`: PostgreSQL, RabbitMQ and Redis are reachable.
+//! `/healthz`: the process is alive. `/readyz`: PostgreSQL, RabbitMQ and Redis are reachable
+//! (the check shared with the worker, [`ragq_common::health::Readiness`]).
+//!
+//! Where this sits: outside the job path; orchestrators' probes.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde_json::json;
+use ragq_common::health::Readiness;
 
 use crate::envelope::PyJson;
 use crate::state::AppState;
@@ -13,16 +16,16 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let db = sqlx::query("SELECT 1").execute(&state.db).await.is_ok();
-    let broker = (state.broker_connected)();
-    let bus = state.events.is_connected();
-    let status = if db && broker && bus {
+    let ready = Readiness::check(
+        &state.db,
+        (state.broker_connected)(),
+        state.events.is_connected(),
+    )
+    .await;
+    let status = if ready.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    PyJson(
-        status,
-        json!({"database": db, "broker": broker, "bus": bus}),
-    )
+    PyJson(status, ready.json())
 }

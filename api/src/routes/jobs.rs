@@ -9,52 +9,33 @@
 //!   RAGFlow's answers are cumulative, a resumed client simply continues from the latest answer.
 //!
 //! Only the tenant that created the job may use these; its ownership lives in Redis for the
-//! job's deadline plus the replay stream's lifetime.
+//! job's deadline plus the replay stream's lifetime ([`crate::dispatch::owner`]).
+//!
+//! Where this sits in the job path: beside it. Stop sends the cancel signal the worker listens
+//! for; resume re-enters the path at the relay (subscribe, replay, live events).
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use ragq_common::bus::EventSubscriber;
 use tokio::time::Instant;
-use uuid::Uuid;
 
-use super::completions::{client_stream, set_job_header, stream_answer};
+use super::completions::stream_answer;
 use crate::auth::Tenant;
+use crate::dispatch::owner::job_owner;
+use crate::dispatch::{client_stream, subscribe};
 use crate::envelope::{ApiError, ApiResult, ok};
 use crate::relay::JobStream;
+use crate::response::set_job_header;
 use crate::state::AppState;
 
-/// Owner record: (tenant, message id, session id).
-async fn owned(
-    state: &AppState,
-    tenant: &str,
-    job_id: &str,
-) -> Result<(Uuid, String, String), ApiError> {
-    let not_found = || ApiError::data(format!("You don't own the job {job_id}"));
-    let id: Uuid = job_id.parse().map_err(|_| not_found())?;
-    let owner = state.control.owner(id).await.map_err(|e| {
-        ApiError::dependency(
-            "The event bus is unavailable, retry later.",
-            "owner lookup failed",
-            &e,
-        )
-    })?;
-    let owner = owner.ok_or_else(not_found)?;
-    let mut parts = owner.splitn(3, ' ');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(t), Some(m), s) if t == tenant => {
-            Ok((id, m.to_string(), s.unwrap_or("").to_string()))
-        }
-        _ => Err(not_found()),
-    }
-}
-
+/// `POST …/completions/{job_id}/stop`: the api side of a cancel. It publishes the job's cancel
+/// signal (Redis); the worker running the job (or the one that receives it later) acts on it.
 pub async fn stop(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path((_chat_id, job_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (id, _, _) = owned(&state, &tenant, &job_id).await?;
-    state.control.cancel(id).await.map_err(|e| {
+    let owner = job_owner(&state, &tenant, &job_id).await?;
+    state.control.cancel(owner.job_id).await.map_err(|e| {
         ApiError::dependency(
             "The event bus is unavailable, retry later.",
             "cancel failed",
@@ -64,26 +45,22 @@ pub async fn stop(
     Ok(ok(serde_json::Value::Bool(true)))
 }
 
+/// `GET …/completions/{job_id}`: resumes the job's stream from the start of its replay stream.
 pub async fn resume(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path((_chat_id, job_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (id, message_id, session_id) = owned(&state, &tenant, &job_id).await?;
-    let sub = state.events.subscribe(id).await.map_err(|e| {
-        ApiError::dependency(
-            "The event bus is unavailable, retry later.",
-            "subscribe failed",
-            &e,
-        )
-    })?;
+    let owner = job_owner(&state, &tenant, &job_id).await?;
+    let id = owner.job_id;
+    let sub = subscribe(&state, id).await?;
     let deadline = Instant::now() + std::time::Duration::from_secs(state.cfg.job_deadline_s + 2);
     // A resumed reader is one of the job's readers like the first: while it reads, the job is
     // not cancelled for the first one's disconnect; leaving again (with nobody else reading)
     // cancels it after the grace.
     let mut stream = client_stream(&state, JobStream::new(sub, id, deadline));
     stream.replay_from_start().await;
-    let mut resp = stream_answer(stream, &message_id, &session_id);
+    let mut resp = stream_answer(stream, &owner.message_id, &owner.session_id);
     set_job_header(&mut resp, id);
     Ok(resp)
 }

@@ -1,4 +1,20 @@
-//! HTTP routes, one module per resource.
+//! HTTP routes, one module per resource: thin adapters from a request to the job path.
+//!
+//! Where this sits in the job path: after authentication ([`crate::auth`]). A route reads its
+//! request through [`crate::request`], checks it against the database, and either answers from
+//! the database (lists, updates, deletes) or starts a job through [`crate::dispatch`] and writes
+//! the relayed events in its client's format ([`crate::wire`], [`crate::response`]).
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`completions`] | RAGFlow's native completion (and the RAGFlow ≥ 0.25 path) |
+//! | [`jobs`] | stop / resume a running completion by its job id |
+//! | [`openai`] | the OpenAI-compatible chat completion; [`batch`]: the OpenAI Batch API |
+//! | [`chats`], [`sessions`] | chat assistants and their sessions |
+//! | [`datasets`], [`documents`], [`chunks`] | knowledge bases, their files, parsing and chunks |
+//! | [`retrieval`], [`ask`] | dataset-level search and model work without a chat |
+//! | [`embed`] | embed tokens and the embedded chatbot / search routes |
+//! | [`health`] | `/healthz`, `/readyz` |
 
 pub mod ask;
 pub mod batch;
@@ -19,7 +35,7 @@ use axum::routing::{any, delete, get, post, put};
 
 use batch::{batches, files};
 
-use crate::envelope::ApiError;
+use crate::envelope::{ApiError, code};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -152,8 +168,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/memories/{*rest}", any(embed::not_served))
         .route("/api/v1/memory", any(embed::not_served))
         .route("/api/v1/memory/{*rest}", any(embed::not_served))
-        .fallback(|| async { ApiError::new(404, "Not Found") })
-        .method_not_allowed_fallback(|| async { ApiError::new(405, "Method Not Allowed") })
+        .fallback(|| async { ApiError::new(code::NOT_FOUND, "Not Found") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(code::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
         .with_state(state)
 }
 
@@ -172,20 +190,4 @@ where
         ));
     }
     resp.map(axum::body::Body::new)
-}
-
-/// Parses a JSON object body; anything else is RAGFlow's argument error.
-pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(serde_json::Map::new());
-    }
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::argument(
-            "The request body must be a JSON object.",
-        )),
-        Err(e) => Err(ApiError::argument(format!(
-            "The request body is not valid JSON: {e}"
-        ))),
-    }
 }

@@ -3,7 +3,7 @@
 //! The ingress checks the request against the database only (the datasets are the tenant's and
 //! share one embedding model, the documents belong to them, the rerank model exists), then hands
 //! the search to a worker as a `retrieval` job on the interactive lane and waits for its
-//! `result` event ([`await_result`]). Embedding the question and reranking happen in the worker.
+//! `result` event ([`crate::dispatch::await_result`]). Embedding the question and reranking happen in the worker.
 //!
 //! Parameters and defaults are RAGFlow's: `page=1`, `page_size=30`, `similarity_threshold=0.2`,
 //! `vector_similarity_weight=0.3`, `top_k=1024`; a JSON `null` (the ragflow-sdk sends all twelve
@@ -13,80 +13,20 @@
 //! extraction), `cross_languages` (LLM translation) and `use_kg`. Documents have no metadata in
 //! ragq, so a `metadata_condition` with conditions matches nothing (an empty result).
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
-use ragq_common::event::ErrorCode;
-use ragq_common::job::{JOB_VERSION, Job, JobKind, JobOptions, Lane};
+use ragq_common::job::{JobKind, Lane};
+use ragq_common::ownership;
+use ragq_common::retrieval::{DEFAULT_TOP_K, MAX_PAGE_SIZE, MAX_TOP_K_PARAM};
 use serde_json::{Map, Value, json};
-use uuid::Uuid;
 
-use super::completions;
-use super::datasets::{body_object, dedup, string_list};
 use crate::auth::Tenant;
+use crate::dispatch::{await_result, new_job};
 use crate::envelope::{ApiError, ApiResult, code, ok};
-use crate::relay::Item;
+use crate::request::{ErrorData, ListWording, body_object, dedup, id_strings};
 use crate::state::AppState;
-
-/// Largest `page_size` accepted.
-pub const MAX_PAGE_SIZE: i64 = 1024;
-
-/// Publishes `job` on `lane` (subscribe first, see [`completions::start_job`]) and waits for
-/// its `result`. A worker's `bad_request` failure is RAGFlow's code 102 with the worker's
-/// message; any other failure (upstream model, timeout) is code 100 with the failure's fixed
-/// message and error id.
-pub async fn await_result(state: &AppState, job: &Job, lane: Lane) -> Result<Value, ApiError> {
-    let mut stream = completions::start_job(state, job, lane).await?;
-    let mut result = None;
-    while let Some(item) = stream.next(Duration::from_secs(15)).await {
-        match item {
-            Item::Result(v) => result = Some(v),
-            Item::Reset => result = None,
-            Item::Done(_) => {
-                return result.ok_or_else(|| {
-                    ApiError::new(code::EXCEPTION, "The worker finished without a result.")
-                });
-            }
-            Item::Failed(failure) if failure.code() == ErrorCode::BadRequest => {
-                return Err(ApiError::data(failure.message));
-            }
-            Item::Failed(failure) => return Err(ApiError::new(code::EXCEPTION, failure.message)),
-            _ => {}
-        }
-    }
-    Err(ApiError::new(
-        code::EXCEPTION,
-        "The job's event stream ended early.",
-    ))
-}
-
-/// A job that is not a chat: no chat, no session, `params` carry the work.
-pub fn new_job(
-    state: &AppState,
-    kind: JobKind,
-    tenant: &str,
-    question: String,
-    params: Value,
-) -> Job {
-    Job {
-        v: JOB_VERSION,
-        id: Uuid::now_v7(),
-        kind,
-        tenant_id: tenant.to_string(),
-        chat_id: String::new(),
-        session_id: None,
-        message_id: Uuid::new_v4().to_string(),
-        question,
-        messages: Vec::new(),
-        options: JobOptions::default(),
-        deadline_ms: ragq_common::now_ms() + (state.cfg.job_deadline_s * 1000) as i64,
-        params,
-        trace: crate::observe::traceparent(),
-    }
-}
 
 fn data_err(m: String) -> ApiError {
     ApiError::data(m)
@@ -149,14 +89,19 @@ pub async fn retrieval(
     Tenant(tenant): Tenant,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    run(&state, &tenant, body_object(body)?).await
+    run(&state, &tenant, body_object(body, ErrorData::Absent)?).await
 }
 
 /// A retrieval request of `tenant` (also `POST /api/v1/searchbots/retrieval_test`).
 pub async fn run(state: &AppState, tenant: &str, req: Map<String, Value>) -> ApiResult<Response> {
     let dataset_ids = match req.get("dataset_ids") {
         None | Some(Value::Null) => return Err(ApiError::data("`dataset_ids` is required.")),
-        Some(v) => dedup(string_list(v, "dataset_ids", data_err)?),
+        Some(v) => dedup(id_strings(
+            v,
+            "dataset_ids",
+            ListWording::Dataset,
+            data_err,
+        )?),
     };
     if dataset_ids.is_empty() {
         return Err(ApiError::data("`dataset_ids` is required."));
@@ -168,11 +113,11 @@ pub async fn run(state: &AppState, tenant: &str, req: Map<String, Value>) -> Api
     };
     let document_ids = match req.get("document_ids") {
         None | Some(Value::Null) => Vec::new(),
-        Some(v) => dedup(string_list(v, "documents", data_err)?),
+        Some(v) => dedup(id_strings(v, "documents", ListWording::Dataset, data_err)?),
     };
     let page = int_field(&req, "page", 1, 1..=1_000_000)?;
     let page_size = int_field(&req, "page_size", 30, 1..=MAX_PAGE_SIZE)?;
-    let top_k = int_field(&req, "top_k", 1024, 1..=i64::from(i32::MAX))?;
+    let top_k = int_field(&req, "top_k", DEFAULT_TOP_K, 1..=MAX_TOP_K_PARAM)?;
     let similarity_threshold = unit_field(&req, "similarity_threshold", 0.2)?;
     let vector_similarity_weight = unit_field(&req, "vector_similarity_weight", 0.3)?;
     let rerank_id = match req.get("rerank_id") {
@@ -197,39 +142,9 @@ pub async fn run(state: &AppState, tenant: &str, req: Map<String, Value>) -> Api
         Some(_) => return Err(ApiError::data("`metadata_condition` should be an object.")),
     };
 
-    // Ownership and consistency, from the database alone.
-    let owned: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, embedding_model FROM datasets WHERE id = ANY($1) AND tenant_id = $2",
-    )
-    .bind(&dataset_ids)
-    .bind(tenant)
-    .fetch_all(&state.db)
-    .await?;
-    if let Some(missing) = dataset_ids
-        .iter()
-        .find(|id| !owned.iter().any(|(o, _)| o == *id))
-    {
-        return Err(ApiError::data(format!(
-            "You don't own the dataset {missing}."
-        )));
-    }
-    if owned.iter().any(|(_, m)| *m != owned[0].1) {
-        return Err(ApiError::data("Datasets use different embedding models."));
-    }
-    if !document_ids.is_empty() {
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM documents WHERE id = ANY($1) AND dataset_id = ANY($2)",
-        )
-        .bind(&document_ids)
-        .bind(&dataset_ids)
-        .fetch_all(&state.db)
-        .await?;
-        if let Some(missing) = document_ids.iter().find(|d| !found.contains(d)) {
-            return Err(ApiError::data(format!(
-                "The datasets don't own the document {missing}"
-            )));
-        }
-    }
+    // Ownership and consistency, from the database alone (the check the worker repeats).
+    ownership::search_datasets(&state.db, tenant, &dataset_ids).await?;
+    ownership::documents_in_datasets(&state.db, &document_ids, &dataset_ids).await?;
     if let Some(rerank) = &rerank_id {
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM models WHERE tenant_id = $1 AND kind = 'rerank' AND name = $2)",

@@ -12,6 +12,9 @@
 //! Every query is filtered by the authenticated tenant and by a live chat (`status = '1'`).
 //! Deleting is a hard delete; the session's turns go with it (`ON DELETE CASCADE`). As in
 //! RAGFlow, `DELETE` with `ids` null, absent or empty deletes **every** session of the chat.
+//!
+//! Where this sits in the job path: beside it. A completion without a session opens one here
+//! ([`insert`]); the worker saves each answered turn; these routes read and manage them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,18 +24,16 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use ragq_common::db::new_id;
+use ragq_common::ids::{ChatId, SessionId};
+use ragq_common::status::{TurnStatus, Validity};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 
-use super::chats::{IdList, ListParams, batch_result, body_object, parse_ids, query_map};
 use crate::auth::Tenant;
 use crate::envelope::{ApiError, ApiResult, ok};
+use crate::request::{ErrorData, IdList, ListParams, body_object, parse_ids, query_map};
+use crate::response::{batch_result, rfc822};
 use crate::state::AppState;
-
-/// RAGFlow's date style: `Mon, 28 Apr 2025 18:40:41 GMT`.
-pub fn rfc822(t: DateTime<Utc>) -> String {
-    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
 
 /// A created session, in RAGFlow's response shape.
 pub struct NewSession {
@@ -93,7 +94,7 @@ pub async fn create(
     Path(chat_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req = body_object(body)?;
+    let req = body_object(body, ErrorData::Null)?;
     let name = match req.get("name") {
         None | Some(Value::Null) => "New session".to_string(),
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
@@ -105,19 +106,24 @@ pub async fn create(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let prologue = owned_chat_prologue(&state.db, &tenant, &chat_id)
-        .await?
-        .ok_or_else(|| ApiError::data("You do not own the assistant."))?;
+    let prologue = match ChatId::parse(&chat_id) {
+        Ok(chat) => owned_chat_prologue(&state.db, &tenant, &chat).await?,
+        Err(_) => None,
+    }
+    .ok_or_else(|| ApiError::data("You do not own the assistant."))?;
     let session = insert(&state.db, &tenant, &chat_id, &name, &user_id, &prologue).await?;
     Ok(ok(session.json))
 }
 
-/// Is the chat one of the tenant's live chats?
+/// Is the chat one of the tenant's live chats? (An id that does not parse is nobody's.)
 async fn owns_chat(db: &PgPool, tenant_id: &str, chat_id: &str) -> Result<bool, sqlx::Error> {
+    let Ok(chat_id) = ChatId::parse(chat_id) else {
+        return Ok(false);
+    };
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1')",
     )
-    .bind(chat_id)
+    .bind(&chat_id)
     .bind(tenant_id)
     .fetch_one(db)
     .await
@@ -173,7 +179,7 @@ pub async fn list(
     Path(chat_id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let query = query_map(query)?;
+    let query = query_map(query, ErrorData::Null)?;
     let params = ListParams::parse(&query)?;
     let user_id = query.get("user_id").filter(|s| !s.is_empty());
     let db = &state.db;
@@ -207,9 +213,11 @@ pub async fn list(
     let turns: Vec<TurnRow> = sqlx::query_as(
         "SELECT session_id, message_id, question, answer, reference,
                 EXTRACT(EPOCH FROM created_at)::float8 AS created_at
-         FROM turns WHERE session_id = ANY($1) AND status IN ('done', 'stopped') ORDER BY seq",
+         FROM turns WHERE session_id = ANY($1) AND status IN ($2, $3) ORDER BY seq",
     )
     .bind(&ids)
+    .bind(TurnStatus::Done.as_str())
+    .bind(TurnStatus::Stopped.as_str())
     .fetch_all(db)
     .await?;
     let mut messages: HashMap<String, Vec<Value>> = HashMap::new();
@@ -245,7 +253,7 @@ pub async fn update(
     Path((chat_id, session_id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req: Map<String, Value> = body_object(body)?;
+    let req: Map<String, Value> = body_object(body, ErrorData::Null)?;
     let name = match req.get("name") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -259,18 +267,26 @@ pub async fn update(
     };
     let db = &state.db;
     // RAGFlow's order: the session, then the chat, then the body.
-    let chat_status: Option<String> = sqlx::query_scalar(
-        "SELECT c.status FROM sessions s JOIN chats c ON c.id = s.chat_id
-         WHERE s.id = $1 AND s.chat_id = $2 AND s.tenant_id = $3 AND c.tenant_id = $3",
-    )
-    .bind(&session_id)
-    .bind(&chat_id)
-    .bind(&tenant)
-    .fetch_optional(db)
-    .await?;
-    match chat_status.as_deref() {
+    let ids = ChatId::parse(&chat_id)
+        .ok()
+        .zip(SessionId::parse(&session_id).ok());
+    let chat_status: Option<String> = match &ids {
+        None => None,
+        Some((chat, session)) => {
+            sqlx::query_scalar(
+                "SELECT c.status FROM sessions s JOIN chats c ON c.id = s.chat_id
+                 WHERE s.id = $1 AND s.chat_id = $2 AND s.tenant_id = $3 AND c.tenant_id = $3",
+            )
+            .bind(session)
+            .bind(chat)
+            .bind(&tenant)
+            .fetch_optional(db)
+            .await?
+        }
+    };
+    match chat_status.as_deref().map(str::parse::<Validity>) {
         None => return Err(ApiError::data("Session does not exist")),
-        Some("1") => {}
+        Some(Ok(Validity::Live)) => {}
         Some(_) => return Err(ApiError::data("You do not own the session")),
     }
     if req.contains_key("message") || req.contains_key("messages") {
@@ -304,7 +320,7 @@ pub async fn delete(
     Path(chat_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let mut req = body_object(body)?;
+    let mut req = body_object(body, ErrorData::Null)?;
     let ids = parse_ids(req.remove("ids"), "session")?;
     let db = &state.db;
     if !owns_chat(db, &tenant, &chat_id).await? {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use ragq_common::event::{Done, Reference};
 use serde_json::{Value, json};
 
-use crate::envelope::{push_escaped, to_py_json};
+use crate::envelope::{code, push_escaped, to_py_json};
 use crate::relay::Item;
 
 /// The closing line of every RAGFlow stream.
@@ -110,7 +110,7 @@ pub fn final_json(
     message_id: &str,
     session_id: &str,
 ) -> Value {
-    json!({"code": 0, "data": {
+    json!({"code": code::SUCCESS, "data": {
         "answer": done.answer,
         "reference": reference_json(reference),
         "prompt": done.prompt,
@@ -122,7 +122,7 @@ pub fn final_json(
 
 /// RAGFlow's in-stream error event.
 pub fn error_json(message: &str) -> Value {
-    json!({"code": 500, "message": message, "data": {"answer": format!("**ERROR**: {message}"), "reference": []}})
+    json!({"code": code::SERVER, "message": message, "data": {"answer": format!("**ERROR**: {message}"), "reference": []}})
 }
 
 /// Code of the in-stream event that ends a connection but not its job (the ingress shuts
@@ -138,7 +138,7 @@ pub fn interrupted_json(message: &str) -> Value {
 /// The two events RAGFlow streams for a request without `session_id`: the prologue of the new
 /// session, then the end.
 pub fn new_session_events(prologue: &str, session_id: &str) -> Bytes {
-    let body = json!({"code": 0, "message": "", "data": {
+    let body = json!({"code": code::SUCCESS, "message": "", "data": {
         "answer": prologue, "reference": {}, "audio_binary": null, "id": null, "session_id": session_id,
     }});
     sse_with_end(&body)
@@ -159,7 +159,7 @@ impl AskSse {
         match item {
             Item::Delta(text) => {
                 self.answer.push_str(&text);
-                let body = json!({"code": 0, "message": "", "data": {"answer": self.answer, "reference": {}}});
+                let body = json!({"code": code::SUCCESS, "message": "", "data": {"answer": self.answer, "reference": {}}});
                 let mut out = Vec::with_capacity(64 + self.answer.len());
                 out.extend_from_slice(b"data:");
                 out.extend_from_slice(&to_py_json(&body));
@@ -178,7 +178,7 @@ impl AskSse {
             Item::Idle => Some(Bytes::from_static(super::KEEP_ALIVE)),
             Item::Result(_) => None,
             Item::Done(done) => {
-                let body = json!({"code": 0, "message": "", "data": {
+                let body = json!({"code": code::SUCCESS, "message": "", "data": {
                     "answer": done.answer,
                     "reference": reference_json(self.reference.as_ref()),
                 }});

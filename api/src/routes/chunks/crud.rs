@@ -1,220 +1,54 @@
-//! Parsing and chunks.
+//! A document's chunks: `GET`, `POST` and `DELETE /api/v1/datasets/{ds}/documents/{doc}/chunks`
+//! and `PUT`/`PATCH …/chunks/{chunk_id}`.
 //!
-//! - `POST /api/v1/datasets/{id}/chunks {"document_ids": [...]}` starts parsing: each document
-//!   is marked `RUNNING` (progress 0, "Queued", old chunks removed, as RAGFlow does) with a new
-//!   ingest job's id in `task_id`, then one `ingest` job per document is published on the ingest
-//!   lane (its own queue and small prefetch, so parsing never delays a chat) with a one-hour
-//!   deadline. The answer is `{"code": 0}` once the broker has confirmed every job; progress is
-//!   read from the documents list. A document already parsing (run `RUNNING`, or
-//!   0 < progress < 1) is refused with 102, and nothing is started.
-//! - `DELETE` on the same path cancels: run `CANCEL`, progress 0, chunks removed. The worker sees
-//!   it before its next embedding batch (its conditional writes no longer match) and stops.
-//! - `GET/POST/DELETE /api/v1/datasets/{ds}/documents/{doc}/chunks`: list a document's chunks
-//!   (document order), add one chunk, delete chunks. Adding needs an embedding, which is model
-//!   work: the ingress publishes an `ingest` job carrying the chunk and waits for the worker's
-//!   result (interactive lane: the client is waiting, and it is one embedding call).
+//! Where this sits in the job path: listing, flag updates and deletes are database work here.
+//! Adding a chunk, or new content for one, needs an embedding: an `ingest` job on the interactive
+//! lane whose result is awaited ([`crate::dispatch::await_result`]).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use ragq_common::db::new_id;
+use ragq_common::ids::{DatasetId, DocumentId};
 use ragq_common::job::{JobKind, Lane};
 use ragq_common::text::approx_tokens;
 use serde_json::{Map, Value, json};
-use uuid::Uuid;
 
-use super::datasets::{
-    body_object, dedup, int_param, not_your_dataset, owns_dataset, paging, query_map, string_list,
-};
-use super::documents::{fetch_doc, sweep_expired};
-use super::retrieval::{await_result, new_job};
 use crate::auth::Tenant;
+use crate::dispatch::{await_result, new_job};
 use crate::envelope::{ApiError, ApiResult, ok};
+use crate::request::{
+    ErrorData, ListWording, body_object, dedup, id_strings, int_param, paging, query_map,
+};
+use crate::routes::datasets::{not_your_dataset, owns_dataset};
+use crate::routes::documents::{DocRow, fetch_doc};
 use crate::state::AppState;
-
-/// How long a parse may take, queueing included, before it is given up.
-pub const PARSE_DEADLINE: Duration = Duration::from_secs(3600);
-
-/// `document_ids` of a parse or cancel request: required, non-empty, deduplicated.
-fn document_ids(req: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
-    let ids = match req.get("document_ids") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => dedup(string_list(v, "document_ids", ApiError::data)?),
-    };
-    if ids.is_empty() {
-        return Err(ApiError::data("`document_ids` is required"));
-    }
-    Ok(ids)
-}
-
-/// `POST /api/v1/datasets/{dataset_id}/chunks` — start parsing documents.
-pub async fn parse(
-    State(state): State<AppState>,
-    Tenant(tenant): Tenant,
-    Path(dataset_id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let req = body_object(body)?;
-    if !owns_dataset(&state.db, &tenant, &dataset_id).await? {
-        return Err(not_your_dataset(&dataset_id));
-    }
-    let ids = document_ids(&req)?;
-    sweep_expired(&state.db, &dataset_id).await?;
-
-    let deadline_ms = ragq_common::now_ms() + PARSE_DEADLINE.as_millis() as i64;
-    let mut tx = state.db.begin().await?;
-    let rows: Vec<(String, String, f32)> = sqlx::query_as(
-        "SELECT id, run, progress FROM documents
-         WHERE id = ANY($1) AND dataset_id = $2 AND tenant_id = $3 FOR UPDATE",
-    )
-    .bind(&ids)
-    .bind(&dataset_id)
-    .bind(&tenant)
-    .fetch_all(&mut *tx)
-    .await?;
-    for id in &ids {
-        match rows.iter().find(|(d, _, _)| d == id) {
-            None => return Err(ApiError::data(format!("You don't own the document {id}."))),
-            Some((_, run, progress))
-                if run == "RUNNING" || (*progress > 0.0 && *progress < 1.0) =>
-            {
-                return Err(ApiError::data(
-                    "Can't parse document that is currently being processed",
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    let jobs: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let mut job = new_job(
-                &state,
-                JobKind::Ingest,
-                &tenant,
-                String::new(),
-                json!({"dataset_id": dataset_id, "document_id": id}),
-            );
-            job.deadline_ms = deadline_ms;
-            job
-        })
-        .collect();
-    let task_ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    sqlx::query(
-        "UPDATE documents d SET run = 'RUNNING', progress = 0, progress_msg = 'Queued',
-                chunk_count = 0, token_count = 0, process_begin_at = NULL, process_duration = 0,
-                task_id = t.task_id, task_deadline = to_timestamp($3::bigint / 1000.0),
-                updated_at = now()
-         FROM UNNEST($1::text[], $2::uuid[]) AS t(id, task_id)
-         WHERE d.id = t.id",
-    )
-    .bind(&ids)
-    .bind(&task_ids)
-    .bind(deadline_ms)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM chunks WHERE document_id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-
-    for (i, job) in jobs.iter().enumerate() {
-        let published = state.jobs.publish(Lane::Ingest, job).await;
-        if published.is_ok() {
-            crate::observe::METRICS.published(job.kind);
-        }
-        if let Err(e) = published {
-            let answer = ApiError::dependency(
-                "The job queue is unavailable, retry later.",
-                "publishing an ingest job failed",
-                &e,
-            );
-            // Nothing will parse these documents: say so instead of leaving them RUNNING.
-            let unqueued: Vec<Uuid> = task_ids[i..].to_vec();
-            sqlx::query(
-                "UPDATE documents SET run = 'FAIL', progress = -1,
-                        progress_msg = 'The job queue was unavailable; parse the document again.',
-                        updated_at = now()
-                 WHERE task_id = ANY($1) AND run = 'RUNNING'",
-            )
-            .bind(&unqueued)
-            .execute(&state.db)
-            .await?;
-            return Err(answer);
-        }
-    }
-    Ok(ok(Value::Null))
-}
-
-/// `DELETE /api/v1/datasets/{dataset_id}/chunks` — stop parsing documents.
-pub async fn stop_parsing(
-    State(state): State<AppState>,
-    Tenant(tenant): Tenant,
-    Path(dataset_id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let req = body_object(body)?;
-    if !owns_dataset(&state.db, &tenant, &dataset_id).await? {
-        return Err(not_your_dataset(&dataset_id));
-    }
-    let ids = document_ids(&req)?;
-    sweep_expired(&state.db, &dataset_id).await?;
-    let mut tx = state.db.begin().await?;
-    // The row locks order this against the worker's final write (which updates the same rows).
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, run FROM documents
-         WHERE id = ANY($1) AND dataset_id = $2 AND tenant_id = $3 FOR UPDATE",
-    )
-    .bind(&ids)
-    .bind(&dataset_id)
-    .bind(&tenant)
-    .fetch_all(&mut *tx)
-    .await?;
-    for id in &ids {
-        match rows.iter().find(|(d, _)| d == id) {
-            None => return Err(ApiError::data(format!("You don't own the document {id}."))),
-            Some((_, run)) if run != "RUNNING" => {
-                return Err(ApiError::data(
-                    "Can't stop parsing document that has not started or already completed",
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    sqlx::query(
-        "UPDATE documents SET run = 'CANCEL', progress = 0, progress_msg = 'Parsing cancelled.',
-                chunk_count = 0, token_count = 0, updated_at = now()
-         WHERE id = ANY($1)",
-    )
-    .bind(&ids)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM chunks WHERE document_id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(ok(Value::Null))
-}
 
 /// The document of a chunk route, or RAGFlow's 102 for a dataset or document that is not the
 /// tenant's.
+/// (Ids that do not parse name nobody's dataset or document, and are answered so.)
 async fn owned_doc(
     state: &AppState,
     tenant: &str,
     dataset_id: &str,
     document_id: &str,
-) -> Result<super::documents::DocRow, ApiError> {
-    match fetch_doc(&state.db, tenant, dataset_id, document_id).await? {
+) -> Result<DocRow, ApiError> {
+    let dataset = DatasetId::parse(dataset_id).ok();
+    let doc = match (&dataset, DocumentId::parse(document_id)) {
+        (Some(ds), Ok(doc)) => fetch_doc(&state.db, tenant, ds, &doc).await?,
+        _ => None,
+    };
+    let owns = match &dataset {
+        Some(_) if doc.is_some() => true,
+        Some(ds) => owns_dataset(&state.db, tenant, ds).await?,
+        None => false,
+    };
+    match doc {
         Some(doc) => Ok(doc),
-        None if !owns_dataset(&state.db, tenant, dataset_id).await? => {
-            Err(not_your_dataset(dataset_id))
-        }
+        None if !owns => Err(not_your_dataset(dataset_id)),
         None => Err(ApiError::data(format!(
             "You don't own the document {document_id}."
         ))),
@@ -257,7 +91,7 @@ pub async fn list(
     Path((dataset_id, document_id)): Path<(String, String)>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let q = query_map(q)?;
+    let q = query_map(q, ErrorData::Absent)?;
     let doc = owned_doc(&state, &tenant, &dataset_id, &document_id).await?;
     let page = int_param(&q, "page", 1)?;
     let page_size = int_param(&q, "page_size", 30)?;
@@ -339,7 +173,7 @@ pub async fn add(
     Path((dataset_id, document_id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req = body_object(body)?;
+    let req = body_object(body, ErrorData::Absent)?;
     owned_doc(&state, &tenant, &dataset_id, &document_id).await?;
     let content = match req.get("content") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
@@ -373,7 +207,7 @@ pub async fn update(
     Path((dataset_id, document_id, chunk_id)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req = body_object(body)?;
+    let req = body_object(body, ErrorData::Absent)?;
     owned_doc(&state, &tenant, &dataset_id, &document_id).await?;
     let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM chunks WHERE id = $1 AND document_id = $2)",
@@ -440,11 +274,16 @@ pub async fn remove(
     Path((dataset_id, document_id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req = body_object(body)?;
+    let req = body_object(body, ErrorData::Absent)?;
     owned_doc(&state, &tenant, &dataset_id, &document_id).await?;
     let ids = match req.get("chunk_ids") {
         None | Some(Value::Null) => Vec::new(),
-        Some(v) => dedup(string_list(v, "chunk_ids", ApiError::data)?),
+        Some(v) => dedup(id_strings(
+            v,
+            "chunk_ids",
+            ListWording::Dataset,
+            ApiError::data,
+        )?),
     };
     if ids.is_empty() {
         return Ok(ok(Value::Null));

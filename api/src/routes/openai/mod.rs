@@ -13,7 +13,7 @@
 //! `options.quote`, so `reference: false` also means no citation markers are inserted.
 //!
 //! Order: body shape (`model`, `messages` present) → authentication → message checks → chat
-//! ownership → subscribe → publish → relay (see [`completions::start_job`]). The response
+//! ownership → subscribe → publish → relay (see [`crate::dispatch::start_job`]). The response
 //! formats are in [`crate::wire::openai`].
 //!
 //! # Deviations from RAGFlow v0.22.1 (and why)
@@ -44,39 +44,37 @@
 //!   of all input messages there, which tools would count as generated reasoning.
 //! - `<think>` text is not split into `reasoning_content` (the worker does not separate it).
 
+//!
+//! Files: `request.rs` (the body and the conversation); here, authentication, the chat
+//! ownership check and the answer.
+
+mod request;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ragq_common::job::{JOB_VERSION, Job, JobKind, JobOptions, Lane};
-use ragq_common::openai_request;
+use ragq_common::ids::{ChatId, TenantId};
+use ragq_common::job::{JobKind, JobOptions, Lane};
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
-use super::completions::{self, KEEP_ALIVE};
 use crate::auth::tenant_for_key;
+use crate::dispatch::{KEEP_ALIVE, new_job, start_job};
 use crate::envelope::PyJson;
 use crate::relay::{Item, JobStream};
 use crate::state::AppState;
 use crate::wire::{self, openai};
 use openai::{OpenAiError, OpenAiSse};
 
-/// A validated request (see [`ragq_common::openai_request`]).
-pub(crate) use ragq_common::openai_request::ChatRequest as Request;
-
-/// Step 1 (before auth, as RAGFlow's `validate_request`): a JSON object with `model` and
-/// `messages`.
-pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, OpenAiError> {
-    Ok(openai_request::parse_body(body)?)
-}
+pub(crate) use request::{parse_body, parse_request};
 
 /// Step 2: the API key of `Authorization: <scheme> <key>` (the scheme word is not checked, as
 /// RAGFlow), mapped to its tenant.
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<String, OpenAiError> {
+) -> Result<TenantId, OpenAiError> {
     let Some(header) = headers.get(AUTHORIZATION) else {
         return Err(OpenAiError::unauthorized("`Authorization` can't be empty"));
     };
@@ -88,12 +86,8 @@ pub(crate) async fn authenticate(
     };
     tenant_for_key(state, key)
         .await?
+        .map(TenantId::from_db)
         .ok_or_else(|| OpenAiError::unauthorized("Authentication error: API key is invalid!"))
-}
-
-/// Step 3: the fields and the conversation.
-pub(crate) fn parse_request(obj: &Map<String, Value>) -> Result<Request, OpenAiError> {
-    Ok(openai_request::parse_request(obj)?)
 }
 
 pub async fn chat_completions(
@@ -122,25 +116,20 @@ async fn handle(
     owned_chat(&state, &tenant, &chat_id).await?;
 
     let prompt_chars = openai::char_len(&req.question);
-    let job = Job {
-        v: JOB_VERSION,
-        id: Uuid::now_v7(),
-        kind: JobKind::OpenaiChat,
-        tenant_id: tenant,
-        chat_id,
-        session_id: None,
-        message_id: Uuid::new_v4().to_string(),
-        question: req.question,
-        messages: req.history,
-        options: JobOptions {
-            quote: Some(req.reference),
-            variables: Map::new(),
-        },
-        deadline_ms: ragq_common::now_ms() + (state.cfg.job_deadline_s * 1000) as i64,
-        params: Value::Null,
-        trace: crate::observe::traceparent(),
+    let mut job = new_job(
+        &state,
+        JobKind::OpenaiChat,
+        &tenant,
+        req.question,
+        Value::Null,
+    );
+    job.chat_id = chat_id;
+    job.messages = req.history;
+    job.options = JobOptions {
+        quote: Some(req.reference),
+        variables: Map::new(),
     };
-    let stream = completions::start_job(&state, &job, Lane::Interactive).await?;
+    let stream = start_job(&state, &job, Lane::Interactive).await?;
     let created = ragq_common::now_ms() / 1000;
 
     if req.stream {
@@ -161,12 +150,19 @@ async fn handle(
 /// The OpenAI endpoints' ownership check: the tenant's live chat, else HTTP 404
 /// `chat_not_found`.
 pub async fn owned_chat(state: &AppState, tenant: &str, chat_id: &str) -> Result<(), OpenAiError> {
-    let owned: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'")
-            .bind(chat_id)
+    // An id that does not parse names no chat.
+    let owned: Option<i32> = match ChatId::parse(chat_id) {
+        Err(_) => None,
+        Ok(chat) => {
+            sqlx::query_scalar(
+                "SELECT 1 FROM chats WHERE id = $1 AND tenant_id = $2 AND status = '1'",
+            )
+            .bind(&chat)
             .bind(tenant)
             .fetch_optional(&state.db)
-            .await?;
+            .await?
+        }
+    };
     if owned.is_none() {
         return Err(OpenAiError::invalid(
             StatusCode::NOT_FOUND,
@@ -223,123 +219,4 @@ async fn collect_answer(
         "internal_error",
         "**ERROR**: the answer stream ended early",
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ragq_common::job::{ChatMessage, Role};
-    use serde_json::json;
-
-    fn req(v: Value) -> Result<Request, OpenAiError> {
-        let obj = parse_body(v.to_string().as_bytes())?;
-        parse_request(&obj)
-    }
-
-    fn msg(role: Role, content: &str) -> ChatMessage {
-        ChatMessage {
-            role,
-            content: content.into(),
-        }
-    }
-
-    #[test]
-    fn conversation_is_split_into_history_and_question() {
-        let r = req(json!({"model": "m", "messages": [
-            {"role": "assistant", "content": "Hi! I'm your assistant."},
-            {"role": "system", "content": "be brief"},
-            {"role": "user", "content": "q1"},
-            {"role": "assistant", "content": "a1"},
-            {"role": "developer", "content": "x"},
-            {"role": "user", "content": "q2"},
-        ]}))
-        .unwrap();
-        assert_eq!(
-            r,
-            Request {
-                model: "m".into(),
-                stream: false,
-                reference: false,
-                history: vec![msg(Role::User, "q1"), msg(Role::Assistant, "a1")],
-                question: "q2".into(),
-            }
-        );
-    }
-
-    #[test]
-    fn stream_and_reference_options() {
-        let base = json!({"model": "m", "messages": [{"role": "user", "content": "q"}]});
-        let with = |k: &str, v: Value| {
-            let mut b = base.clone();
-            b[k] = v;
-            req(b)
-        };
-        assert!(
-            !req(base.clone()).unwrap().stream,
-            "stream defaults to false"
-        );
-        assert!(with("stream", json!(true)).unwrap().stream);
-        assert!(with("reference", json!(true)).unwrap().reference);
-        assert!(
-            with("extra_body", json!({"reference": true}))
-                .unwrap()
-                .reference
-        );
-        let mut both = base.clone();
-        both["reference"] = json!(false);
-        both["extra_body"] = json!({"reference": true});
-        assert!(!req(both).unwrap().reference, "the top level wins");
-        assert_eq!(
-            with("stream", json!("yes")).unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            with("reference", json!(1)).unwrap_err().param,
-            Some("reference")
-        );
-    }
-
-    #[test]
-    fn invalid_requests_are_400_with_ragflow_messages() {
-        let cases = [
-            (json!({}), "required argument are missing: model,messages; "),
-            (
-                json!({"model": "m"}),
-                "required argument are missing: messages; ",
-            ),
-            (
-                json!({"model": "m", "messages": []}),
-                "You have to provide messages.",
-            ),
-            (
-                json!({"model": "m", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}),
-                "The last content of this conversation is not from user.",
-            ),
-            (
-                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}]}),
-                "The `content` of message 0 must be a string.",
-            ),
-            (
-                json!({"model": "m", "messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "q"}]}),
-                "Message 0 has an unsupported role `tool` (use system, user or assistant).",
-            ),
-            (
-                json!({"model": "m", "messages": {"role": "user"}}),
-                "`messages` must be a list.",
-            ),
-            (
-                json!({"model": 3, "messages": [{"role": "user", "content": "q"}]}),
-                "`model` must be a string.",
-            ),
-        ];
-        for (body, message) in cases {
-            let e = req(body.clone()).unwrap_err();
-            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
-            assert_eq!(e.message, message, "{body}");
-            assert_eq!(e.kind, "invalid_request_error");
-        }
-        for raw in [&b"[1]"[..], b"{oops"] {
-            assert_eq!(parse_body(raw).unwrap_err().code, "invalid_json", "{raw:?}");
-        }
-    }
 }

@@ -1,24 +1,8 @@
-//! Reading one job's events off the bus, in order, without gaps, with bounded waiting.
+//! [`JobStream`]: one job's events as [`Item`]s, in order, without gaps, never waiting past the
+//! deadline (the rules are in the [module docs](super)).
 //!
-//! [`JobStream`] turns raw payloads into [`Item`]s:
-//! - it drops duplicates (`seq` not above the last one seen) and events of a superseded delivery
-//!   attempt (a redelivered job's events win, whatever their numbering);
-//! - it fills gaps from the job's replay stream: when an event arrives with a `seq` beyond the
-//!   next one, when the bus reconnected (an empty payload is the router's resync signal), and
-//!   when nothing arrived for a keep-alive interval (a lost terminal event is found there);
-//! - it turns every way a stream can die — deadline, lost bus, a reader too slow for its
-//!   buffer — into a terminal [`Item::Failed`], so a client always gets a terminal event and
-//!   never waits past the deadline;
-//! - cut for reading too slowly, or past its deadline, it cancels the job, so the worker stops
-//!   the model;
-//! - dropped before its terminal event (the client went away), a stream marked
-//!   [`JobStream::owned_by_client`] does **not** cancel at once: a disconnect is not a stop. It
-//!   schedules a cancel after the disconnect grace (`RAGQ_DISCONNECT_GRACE_S`), which is skipped
-//!   when another reader of the job is attached by then — in this process (the subscriber's
-//!   readers of the channel) or in any other (the job's reader set in Redis, which every such
-//!   stream joins while it reads);
-//! - told the ingress is shutting down ([`JobStream::until_shutdown`]), it ends with
-//!   [`Item::Interrupted`] — "resume this job elsewhere" — and leaves the job running.
+//! Where this sits in the job path: made by [`crate::dispatch::start::start_job`] (or a resume),
+//! read by a route's formatter until its terminal item.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -26,111 +10,15 @@ use std::time::Duration;
 use ragq_common::bus::control::RedisControl;
 use ragq_common::bus::subscriber::RedisSubscriber;
 use ragq_common::bus::{Closed, Subscription};
-use ragq_common::client_error::{ErrorReason, new_error_id, with_error_id};
-use ragq_common::event::{Done, ErrorCode, EventBody, Reference, StreamEvent};
+use ragq_common::client_error::ErrorReason;
+use ragq_common::event::{EventBody, StreamEvent};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// What the formatters see.
-#[derive(Debug)]
-pub enum Item {
-    Delta(String),
-    Reference(Reference),
-    /// The JSON result of a non-chat job (retrieval).
-    Result(serde_json::Value),
-    /// Discard the text so far (the job is being regenerated).
-    Reset,
-    Done(Box<Done>),
-    /// Terminal: the job failed (or its stream died); only client text inside.
-    Failed(Failure),
-    /// Nothing arrived for the keep-alive interval.
-    Idle,
-    /// Terminal for this connection, not for the job: the ingress is shutting down (or lost its
-    /// event bus) and the job goes on; the client should resume it (`message` says how).
-    Interrupted {
-        message: String,
-    },
-}
-
-/// How long a reader's attachment lasts in Redis unless refreshed.
-const PRESENCE_TTL: Duration = Duration::from_secs(45);
-/// A reading stream refreshes its attachment this often (at most every keep-alive).
-const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
-
-/// The message of [`Item::Interrupted`] (and of a lost bus), naming the route that resumes.
-pub fn resume_message(job_id: Uuid, why: &str) -> String {
-    format!(
-        "{why} The answer goes on: resume it with GET /api/v1/chats/{{chat_id}}/completions/{job_id} (job {job_id})."
-    )
-}
-
-/// What a client's stream does when it is dropped before its terminal event.
-struct Abandon {
-    grace: Duration,
-    local: RedisSubscriber,
-}
-
-/// This stream's entry in the job's reader set (see [`RedisControl::attach_reader`]).
-struct Presence {
-    reader: Uuid,
-    refreshed: Instant,
-}
-
-/// A failed job as a client may see it: a client-visible code, an error id and the client's
-/// text. Formatters use `message` as is; it never holds an internal error's detail.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: ErrorReason,
-    pub error_id: String,
-    pub message: String,
-}
-
-impl Failure {
-    /// The coarse class (what statuses are chosen by).
-    pub fn code(&self) -> ErrorCode {
-        self.reason.class()
-    }
-
-    /// From a worker's error event. The client text is rebuilt here from the reason's fixed
-    /// message and the event's error id, so even an older worker's event (no `reason`, no
-    /// `error_id`, and a message that may hold an upstream's answer) shows the client nothing
-    /// more: such an event gets an error id here, and its message is logged under it.
-    /// `bad_request` keeps the worker's text (ragq's own words about the caller's settings).
-    pub fn from_event(
-        job_id: Uuid,
-        code: ErrorCode,
-        message: String,
-        reason: Option<ErrorReason>,
-        error_id: String,
-    ) -> Failure {
-        let reason = reason.unwrap_or_else(|| ErrorReason::from_class(code));
-        let error_id = if error_id.is_empty() {
-            let id = new_error_id();
-            tracing::warn!(job = %job_id, error_id = %id, reason = reason.as_str(), error = %message, "job failed (event without an error id)");
-            id
-        } else {
-            error_id
-        };
-        Failure {
-            message: reason.client_message(&message, &error_id),
-            reason,
-            error_id,
-        }
-    }
-
-    /// A failure the relay itself detected (deadline, lost stream, slow reader): `text` is
-    /// ragq's own description; an error id is added and logged with it.
-    fn local(job_id: Uuid, reason: ErrorReason, text: &str) -> Failure {
-        let error_id = new_error_id();
-        tracing::warn!(job = %job_id, error_id = %error_id, reason = reason.as_str(), error = text, "job stream failed");
-        Failure {
-            reason,
-            message: with_error_id(text, &error_id),
-            error_id,
-        }
-    }
-}
+use super::failure::Failure;
+use super::readers::{Abandon, PRESENCE_REFRESH, PRESENCE_TTL, Presence, leave};
+use super::{Item, resume_message};
 
 pub struct JobStream {
     sub: Subscription,
@@ -439,7 +327,6 @@ impl Drop for JobStream {
         let Some(control) = self.control.clone() else {
             return;
         };
-        let job_id = self.job_id;
         let presence = self.presence.take().map(|p| p.reader);
         let abandon = match self.abandon.take() {
             Some(a) if !self.finished => Some(a),
@@ -448,40 +335,14 @@ impl Drop for JobStream {
         if presence.is_none() && abandon.is_none() {
             return;
         }
-        tokio::spawn(async move {
-            if let Some(reader) = presence
-                && let Err(e) = control.detach_reader(job_id, reader).await
-            {
-                tracing::debug!(job = %job_id, error = %e, "detaching the reader failed");
-            }
-            let Some(Abandon { grace, local }) = abandon else {
-                return;
-            };
-            if !grace.is_zero() {
-                tracing::info!(job = %job_id, grace_ms = grace.as_millis() as u64, "client left before the answer finished: cancelling unless it comes back");
-                tokio::time::sleep(grace).await;
-                // Somebody is reading the job again (a resume, here or on another ingress).
-                let here = local.readers_of(job_id);
-                let anywhere = control.attached_readers(job_id).await.unwrap_or_else(|e| {
-                    tracing::warn!(job = %job_id, error = %e, "counting the job's readers failed");
-                    0
-                });
-                if here > 0 || anywhere > 0 {
-                    tracing::info!(job = %job_id, here, anywhere, "a reader came back: the job goes on");
-                    return;
-                }
-            }
-            tracing::info!(job = %job_id, "nobody reads the answer: cancelling");
-            if let Err(e) = control.cancel(job_id).await {
-                tracing::warn!(job = %job_id, error = %e, "cancel failed");
-            }
-        });
+        leave(control, self.job_id, presence, abandon);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ragq_common::event::ErrorCode;
     use std::sync::Arc;
     use tokio::sync::mpsc;
 
@@ -538,50 +399,6 @@ mod tests {
         assert_eq!(got[2], "Reset");
         assert!(got[3].contains("\"x\""), "{got:?}");
         assert!(got[4].starts_with("Failed"), "{got:?}");
-    }
-
-    #[test]
-    fn failures_show_fixed_text_and_an_error_id() {
-        let job = Uuid::now_v7();
-        // A current worker's event: the fixed text is rebuilt with the worker's id.
-        let f = Failure::from_event(
-            job,
-            ErrorCode::Upstream,
-            "anything".into(),
-            Some(ErrorReason::UpstreamRateLimited),
-            "err_0123456789ab".into(),
-        );
-        assert_eq!(f.code(), ErrorCode::Upstream);
-        assert_eq!(
-            f.message,
-            "the model service is rate limiting requests; retry later (error id err_0123456789ab)"
-        );
-        // An older worker's leaky event: the message is replaced, an id is made here.
-        let old = Failure::from_event(
-            job,
-            ErrorCode::Upstream,
-            "upstream model error: upstream answered 500: sk-live-SECRET".into(),
-            None,
-            String::new(),
-        );
-        assert_eq!(old.reason, ErrorReason::UpstreamError);
-        assert!(old.error_id.starts_with("err_"));
-        assert_eq!(
-            old.message,
-            format!(
-                "the model service returned an error (error id {})",
-                old.error_id
-            )
-        );
-        // The caller's own mistake keeps its words.
-        let own = Failure::from_event(
-            job,
-            ErrorCode::BadRequest,
-            "You don't own the dataset d.".into(),
-            None,
-            String::new(),
-        );
-        assert_eq!(own.message, "You don't own the dataset d.");
     }
 
     #[tokio::test]
