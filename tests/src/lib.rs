@@ -96,8 +96,8 @@ pub struct EnvOptions {
     pub shutdown_grace_s: u64,
     /// `RAGQ_DELIVERY_LIMIT` of api and workers.
     pub delivery_limit: u32,
-    /// Fault hook installed in every in-process worker (see `ragq_worker::pipeline::faults`).
-    pub faults: Option<ragq_worker::pipeline::faults::FaultHook>,
+    /// Fault hook installed in every in-process worker (see `ragq_worker::job::faults`).
+    pub faults: Option<ragq_worker::job::faults::FaultHook>,
 }
 
 impl Default for EnvOptions {
@@ -144,7 +144,7 @@ pub struct TestEnv {
     /// Arguments the api was started with (more apis of the same environment reuse them).
     api_argv: Vec<String>,
     db_url: String,
-    faults: Option<ragq_worker::pipeline::faults::FaultHook>,
+    faults: Option<ragq_worker::job::faults::FaultHook>,
     delivery_limit: u32,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
     opts_first_token_ms: u64,

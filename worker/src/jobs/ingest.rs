@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ragq_common::event::{Done, EventBody, Usage};
+use ragq_common::event::{Done, EventBody};
 use ragq_common::job::Job;
 use ragq_common::text::approx_tokens;
 use serde::Deserialize;
@@ -30,9 +30,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::pipeline::Pipeline;
-use crate::pipeline::error::StepError;
-use crate::pipeline::events::JobEvents;
+use crate::job::deps::Deps;
+use crate::job::error::StepError;
+use crate::job::events::JobEvents;
 use ragq_common::indexing::embedding::encode_embedding;
 use ragq_common::indexing::{self, Format, IndexError, Indexed, Progress, Target};
 use ragq_common::models::{self, ModelError};
@@ -63,7 +63,7 @@ struct Params {
     update: bool,
 }
 
-pub async fn run(p: &Pipeline, job: &Job, cancel: &CancellationToken) -> Result<(), StepError> {
+pub async fn run(p: &Deps, job: &Job, cancel: &CancellationToken) -> Result<(), StepError> {
     let params: Params = serde_json::from_value(job.params.clone())
         .map_err(|e| StepError::BadRequest(format!("bad ingest parameters: {e}")))?;
     match &params.chunk_id {
@@ -138,7 +138,7 @@ impl From<sqlx::Error> for ParseEnd {
 }
 
 async fn parse(
-    p: &Pipeline,
+    p: &Deps,
     job: &Job,
     params: &Params,
     cancel: &CancellationToken,
@@ -178,7 +178,7 @@ async fn parse(
 }
 
 async fn parse_document(
-    p: &Pipeline,
+    p: &Deps,
     job: &Job,
     params: &Params,
     cancel: &CancellationToken,
@@ -307,7 +307,7 @@ impl Progress for DbProgress {
 
 /// The tenant's document of `params` and the embedding of `params.content` by its dataset's model.
 async fn embed_content(
-    p: &Pipeline,
+    p: &Deps,
     job: &Job,
     params: &Params,
 ) -> Result<(DocRow, Vec<f32>), StepError> {
@@ -346,18 +346,13 @@ async fn embed_content(
 }
 
 /// Sends `data` as the job's `result`, then `done`.
-async fn answer(p: &Pipeline, job: &Job, data: serde_json::Value) -> Result<(), StepError> {
+async fn answer(p: &Deps, job: &Job, data: serde_json::Value) -> Result<(), StepError> {
     let mut events = JobEvents::new(Arc::clone(&p.bus), job.id, 0);
     events.send(EventBody::Result { data }).await?;
     events
-        .send(EventBody::Done(Box::new(Done {
-            message_id: job.message_id.clone(),
-            answer: String::new(),
-            prompt: String::new(),
-            created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
-            usage: Usage::default(),
-            stopped: false,
-        })))
+        .send(EventBody::Done(Box::new(Done::after_result(
+            job.message_id.clone(),
+        ))))
         .await?;
     Ok(())
 }
@@ -365,7 +360,7 @@ async fn answer(p: &Pipeline, job: &Job, data: serde_json::Value) -> Result<(), 
 /// Embeds new content for an existing chunk and replaces its content and embedding (the
 /// document's token count follows). Running it again writes the same values.
 async fn update_chunk(
-    p: &Pipeline,
+    p: &Deps,
     job: &Job,
     params: &Params,
     chunk_id: &str,
@@ -404,12 +399,7 @@ async fn update_chunk(
 }
 
 /// Embeds and inserts one chunk, then answers on the bus.
-async fn add_chunk(
-    p: &Pipeline,
-    job: &Job,
-    params: &Params,
-    chunk_id: &str,
-) -> Result<(), StepError> {
+async fn add_chunk(p: &Deps, job: &Job, params: &Params, chunk_id: &str) -> Result<(), StepError> {
     let (doc, vector) = embed_content(p, job, params).await?;
     let tokens = approx_tokens(&params.content) as i32;
     let mut tx = p.db.begin().await?;
