@@ -2,28 +2,24 @@
 //!
 //! Three small traits: [`ChatModel`] (streaming chat completion), [`Embedder`] and [`Reranker`].
 //! A [`ModelSpec`] (a row of the `models` table, its API key decrypted) names a [`Provider`];
-//! [`Providers`] turns a spec into a client. Adding a provider is one new file implementing one
-//! trait, one variant of [`Provider`] (with [`Provider::serves`]) and one line in the matching
-//! `match` below.
+//! [`Providers`] turns a spec into a client. Adding a chat or embedding provider is one new file
+//! implementing one trait, one variant of [`Provider`] (with [`Provider::serves`]) and one line in
+//! the matching `match` below; a rerank provider is one row of [`rerank::relevance::ROWS`] when it
+//! speaks a known shape (see [`rerank`]).
 //!
 //! Every call has timeouts; requests are retried with jittered exponential backoff on transient
 //! failures (connection errors, 408/429/5xx) — but a chat stream is never retried once its first
 //! token has been read.
 
-pub mod cohere_rerank;
 pub mod instrumented;
-pub mod jina_rerank;
 pub mod local_embed;
-pub mod localai_rerank;
-pub mod nvidia_rerank;
 pub mod openai_chat;
 pub mod openai_embed;
+pub mod rerank;
 pub mod retry;
-pub(crate) mod scores;
 pub mod sse;
 #[cfg(test)]
 mod test_support;
-pub mod xinference_rerank;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -307,40 +303,10 @@ impl Providers {
     }
 
     fn reranker_client(&self, spec: &ModelSpec) -> Result<Arc<dyn Reranker>, ProviderError> {
-        use Provider::*;
-        match spec.provider {
-            Jina => Ok(Arc::new(jina_rerank::JinaRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            Xinference => Ok(Arc::new(xinference_rerank::XinferenceRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            LocalAi => Ok(Arc::new(localai_rerank::LocalAiRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            Nvidia => Ok(Arc::new(nvidia_rerank::NvidiaRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            Cohere => Ok(Arc::new(cohere_rerank::CohereRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            provider @ (OpenAi | Vllm | Ollama | Tgi | OpenAiCompatible | Local) => {
-                Err(ProviderError::Unsupported {
-                    kind: ModelKind::Rerank,
-                    provider,
-                })
-            }
-        }
+        rerank::client(self.http.clone(), spec, &self.timeouts).ok_or(ProviderError::Unsupported {
+            kind: ModelKind::Rerank,
+            provider: spec.provider,
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! Turning a rerank answer into the [`Reranker`](super::Reranker) contract: exactly one score
+//! Turning a rerank answer into the [`Reranker`](crate::providers::Reranker) contract: exactly one score
 //! in `0..=1` per input document, in input order.
 //!
 //! Rerank APIs answer with a list of `(index, score)` pairs, usually sorted by score, sometimes
@@ -46,7 +46,7 @@ impl RelevanceResults {
 
 /// How a provider's raw scores become `0..=1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Scale {
+pub enum Scale {
     /// Scores are probabilities; anything outside `0..=1` is clamped.
     Unit,
     /// Scores are logits; each goes through [`sigmoid`].
