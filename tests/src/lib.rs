@@ -807,11 +807,16 @@ async fn start_api(
 /// The longest any one step of [`TestEnv::stop`] may take.
 const TEARDOWN_STEP: Duration = Duration::from_secs(10);
 
-/// Parses an SSE body into its `data:` JSON payloads (comments and blank lines skipped).
+/// Parses an SSE body into its events' `data` JSON payloads (comments skipped, multi-line `data:`
+/// fields joined), with ragq's one SSE parser (`ragq_common::sse`).
 pub fn parse_sse(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| serde_json::from_str(d.trim()).unwrap_or_else(|e| panic!("bad event {d}: {e}")))
+    ragq_common::sse::events_of(body.as_bytes())
+        .unwrap_or_else(|e| panic!("bad event stream: {e}"))
+        .into_iter()
+        .map(|d| {
+            serde_json::from_slice(&d)
+                .unwrap_or_else(|e| panic!("bad event {}: {e}", String::from_utf8_lossy(&d)))
+        })
         .collect()
 }
 

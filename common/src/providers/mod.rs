@@ -17,7 +17,6 @@ pub mod openai_chat;
 pub mod openai_embed;
 pub mod rerank;
 pub mod retry;
-pub mod sse;
 #[cfg(test)]
 mod test_support;
 
