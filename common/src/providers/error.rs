@@ -1,5 +1,5 @@
 //! How a model call fails ([`ProviderError`]): what is worth retrying, which client-visible code
-//! a failure becomes, and the log detail with every URL secret removed ([`describe`]).
+//! a failure becomes, and the log detail with every URL secret removed (`describe`).
 
 use crate::client_error::ErrorReason;
 use crate::model::{ModelKind, Provider};
@@ -11,7 +11,7 @@ use crate::model::{ModelKind, Provider};
 /// a failed job shows the client only the fixed message of [`ProviderError::reason`] with an error
 /// id (see `crate::client_error`), and the worker logs this detail under the same id.
 ///
-/// URLs are kept out even of the detail's reqwest part: [`describe`] drops reqwest's
+/// URLs are kept out even of the detail's reqwest part: `describe` drops reqwest's
 /// `for url (…)` and appends the URL without its user info, query and fragment — a model's
 /// `base_url` may carry a key there (`?api-key=…`, `https://user:key@host`), and logs are read
 /// by more people than the `models` table.

@@ -1,6 +1,6 @@
 //! Chat step: retrieve. The (possibly refined) question's candidates from the chat's datasets,
 //! by the hybrid search of [`crate::search`]; [`super::rerank`] then rescores them and
-//! [`reference`] keeps the best `top_n` for the prompt. Dropped on cancel.
+//! [`reference()`] keeps the best `top_n` for the prompt. Dropped on cancel.
 
 use ragq_common::event::Reference;
 use ragq_common::providers::ModelSpec;

@@ -17,7 +17,7 @@ pub(crate) struct Candidate {
     pub(crate) embedding: Vec<u8>,
 }
 
-/// The candidates query ([`candidates`]); public so that probes can EXPLAIN the very statement.
+/// The candidates query (read by `candidates`); public so that probes can EXPLAIN the very statement.
 ///
 /// `$1` dataset ids, `$2` question, `$3` keyword candidates, `$4` document ids (empty = all),
 /// `$5` common lexemes ([`super::common_terms::CommonTerms`]), `$6` `top_n`, `$7` vector-scan size, `$8` most keyword
