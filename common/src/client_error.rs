@@ -29,7 +29,23 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::event::ErrorCode;
+/// Coarse failure classes carried by [`crate::event::EventBody::Error`] as `code`. The finer, client-visible
+/// codes are [`ErrorReason`]s (`reason`); each belongs to one class ([`ErrorReason::class`]).
+/// These names stay as they are: ingresses of every version map them to statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The chat, session or a model setting is missing or invalid.
+    BadRequest,
+    /// An upstream model service failed or timed out.
+    Upstream,
+    /// The job's deadline passed.
+    Timeout,
+    /// The job was cancelled (client left or called stop).
+    Cancelled,
+    /// Anything else inside ragq.
+    Internal,
+}
 
 /// The client-visible error codes (see the module table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::client_error::ErrorReason;
+pub use crate::client_error::{ErrorCode, ErrorReason};
 
 /// One event of a job's stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,24 +72,6 @@ impl EventBody {
     }
 }
 
-/// Coarse failure classes carried by [`EventBody::Error`] as `code`. The finer, client-visible
-/// codes are [`ErrorReason`]s (`reason`); each belongs to one class ([`ErrorReason::class`]).
-/// These names stay as they are: ingresses of every version map them to statuses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The chat, session or a model setting is missing or invalid.
-    BadRequest,
-    /// An upstream model service failed or timed out.
-    Upstream,
-    /// The job's deadline passed.
-    Timeout,
-    /// The job was cancelled (client left or called stop).
-    Cancelled,
-    /// Anything else inside ragq.
-    Internal,
-}
-
 /// The final event's payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Done {
@@ -105,6 +87,38 @@ pub struct Done {
     /// True when the answer was cut short by a stop/cancel.
     #[serde(default)]
     pub stopped: bool,
+}
+
+impl Done {
+    /// The `done` event of an answer completed now (`created_at` is the current time): the one
+    /// constructor every job uses.
+    pub fn new(
+        message_id: String,
+        answer: String,
+        prompt: String,
+        usage: Usage,
+        stopped: bool,
+    ) -> Done {
+        Done {
+            message_id,
+            answer,
+            prompt,
+            created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+            usage,
+            stopped,
+        }
+    }
+
+    /// The `done` that follows a `result` event (retrieval, chunk updates…): no answer, no usage.
+    pub fn after_result(message_id: String) -> Done {
+        Done::new(
+            message_id,
+            String::new(),
+            String::new(),
+            Usage::default(),
+            false,
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

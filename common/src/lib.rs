@@ -10,7 +10,7 @@
 //! - [`db`]: PostgreSQL pool and embedded migrations; [`auth`]: API key generation and hashing.
 //! - [`config`]: `RAGQ_*` settings shared by the binaries; [`telemetry`]: logging;
 //!   [`metrics`]: the Prometheus recorder and metric names; [`trace`]: W3C `traceparent`.
-//! - [`text`]: tokenizer and the local hashing embedder.
+//! - [`text`]: tokenizer and the local hashing embedder; [`sse`]: the event-stream parser.
 //! - [`batch`]: the OpenAI batch state machine shared by the ingress, workers and CLI.
 //! - [`model`]: model kinds and providers; [`secret`]: model API keys encrypted at rest.
 //! - [`providers`]: the model clients (chat, embedding, rerank) over HTTP; [`models`]: the
@@ -44,6 +44,7 @@ pub mod ownership;
 pub mod providers;
 pub mod retrieval;
 pub mod secret;
+pub mod sse;
 pub mod status;
 pub mod telemetry;
 pub mod text;

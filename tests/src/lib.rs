@@ -96,8 +96,8 @@ pub struct EnvOptions {
     pub shutdown_grace_s: u64,
     /// `RAGQ_DELIVERY_LIMIT` of api and workers.
     pub delivery_limit: u32,
-    /// Fault hook installed in every in-process worker (see `ragq_worker::pipeline::faults`).
-    pub faults: Option<ragq_worker::pipeline::faults::FaultHook>,
+    /// Fault hook installed in every in-process worker (see `ragq_worker::job::faults`).
+    pub faults: Option<ragq_worker::job::faults::FaultHook>,
 }
 
 impl Default for EnvOptions {
@@ -144,7 +144,7 @@ pub struct TestEnv {
     /// Arguments the api was started with (more apis of the same environment reuse them).
     api_argv: Vec<String>,
     db_url: String,
-    faults: Option<ragq_worker::pipeline::faults::FaultHook>,
+    faults: Option<ragq_worker::job::faults::FaultHook>,
     delivery_limit: u32,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
     opts_first_token_ms: u64,
@@ -807,11 +807,16 @@ async fn start_api(
 /// The longest any one step of [`TestEnv::stop`] may take.
 const TEARDOWN_STEP: Duration = Duration::from_secs(10);
 
-/// Parses an SSE body into its `data:` JSON payloads (comments and blank lines skipped).
+/// Parses an SSE body into its events' `data` JSON payloads (comments skipped, multi-line `data:`
+/// fields joined), with ragq's one SSE parser (`ragq_common::sse`).
 pub fn parse_sse(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| serde_json::from_str(d.trim()).unwrap_or_else(|e| panic!("bad event {d}: {e}")))
+    ragq_common::sse::events_of(body.as_bytes())
+        .unwrap_or_else(|e| panic!("bad event stream: {e}"))
+        .into_iter()
+        .map(|d| {
+            serde_json::from_slice(&d)
+                .unwrap_or_else(|e| panic!("bad event {}: {e}", String::from_utf8_lossy(&d)))
+        })
         .collect()
 }
 

@@ -178,7 +178,7 @@ async fn turns_are_saved_once_and_feed_the_history() {
         params: serde_json::Value::Null,
         trace: None,
     };
-    let ctx = ragq_worker::pipeline::context::load(&env.db, &env.secrets, &job)
+    let ctx = ragq_worker::chat::context::load(&env.db, &env.secrets, &job)
         .await
         .unwrap();
     assert_eq!(ctx.history.len(), 2);

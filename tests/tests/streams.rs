@@ -11,7 +11,7 @@ use futures::StreamExt;
 use ragq_common::bus::control::RedisControl;
 use ragq_common::bus::endpoint::RedisEndpoint;
 use ragq_tests::{EnvOptions, TestEnv, amqp_url, parse_sse, redis_url};
-use ragq_worker::pipeline::faults::{Fault, FaultHook, FaultPoint};
+use ragq_worker::job::faults::{Fault, FaultHook, FaultPoint};
 use serde_json::{Value, json};
 
 const QUESTION: &str = "What is the delivery limit of the job queue?";

@@ -1,6 +1,6 @@
 //! The consume loop: one task per lane reads deliveries (prefetch bounds how many are in flight)
 //! and runs each job as its own task. A job is acked only after its terminal event was published
-//! and its turn saved (the pipeline does both before returning).
+//! and its turn saved (the job path does both before returning, see [`crate::job`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,16 +13,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::job::deps::Deps;
+use crate::job::dispatch;
+use crate::job::give_up::{self, GiveUp};
+use crate::job::outcome::Outcome;
 use crate::metrics::{self as wm, METRICS};
-use crate::pipeline::give_up::{self, GiveUp};
-use crate::pipeline::{Outcome, Pipeline};
 
 /// Reads deliveries of `lane` until `stop` fires or the consumer ends; spawns each job on
 /// `tracker` (counted in `ragq_worker_jobs_in_flight{lane}` until it is settled).
 pub async fn consume(
     lane: Lane,
     mut consumer: impl JobConsumer,
-    pipeline: Arc<Pipeline>,
+    deps: Arc<Deps>,
     cancels: CancelWatcher,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -40,7 +42,7 @@ pub async fn consume(
             }
             Some(Ok(delivery)) => {
                 let in_flight = wm::InFlight::start(lane);
-                let job = handle(delivery, pipeline.clone(), cancels.clone());
+                let job = handle(delivery, deps.clone(), cancels.clone());
                 tracker.spawn(async move {
                     job.await;
                     drop(in_flight);
@@ -50,14 +52,14 @@ pub async fn consume(
     }
 }
 
-async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatcher) {
+async fn handle(delivery: Delivery, deps: Arc<Deps>, cancels: CancelWatcher) {
     // Quorum queues count deliveries; a redelivery flag without a count still means "not first".
     let attempt = match (delivery.delivery_count, delivery.redelivered) {
         (0, true) => 1,
         (n, _) => n,
     };
     // The queue dead-letters a job returned once more after this delivery.
-    let last_attempt = delivery.delivery_count >= pipeline.delivery_limit;
+    let last_attempt = delivery.delivery_count >= deps.delivery_limit;
     if attempt > 0 {
         METRICS.redeliveries.increment(1);
     }
@@ -72,7 +74,7 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
                 .as_deref()
                 .and_then(|m| m.parse::<uuid::Uuid>().ok())
             {
-                give_up::publish(&pipeline.bus, id, attempt, GiveUp::Undecodable).await;
+                give_up::publish(&deps.bus, id, attempt, GiveUp::Undecodable).await;
             }
             if let Err(e) = delivery.settle.dead_letter().await {
                 tracing::warn!(error = %e, "dead-letter failed");
@@ -98,7 +100,7 @@ async fn handle(delivery: Delivery, pipeline: Arc<Pipeline>, cancels: CancelWatc
         trace_id = %trace.trace_id_hex(),
         attempt,
     );
-    run_job(job, delivery, attempt, last_attempt, pipeline, cancels)
+    run_job(job, delivery, attempt, last_attempt, deps, cancels)
         .instrument(span)
         .await;
 }
@@ -108,7 +110,7 @@ async fn run_job(
     delivery: Delivery,
     attempt: u32,
     last_attempt: bool,
-    pipeline: Arc<Pipeline>,
+    deps: Arc<Deps>,
     cancels: CancelWatcher,
 ) {
     // Cancelled while queued: the token comes back already cancelled and the job is skipped.
@@ -117,8 +119,10 @@ async fn run_job(
     // (holding a prefetch slot forever): a panicking job is requeued, and the queue's delivery
     // limit dead-letters it if it keeps failing.
     let run = {
-        let (pipeline, job, token) = (pipeline.clone(), job.clone(), watch.token.clone());
-        tokio::spawn(async move { pipeline.run(&job, attempt, token).await }.in_current_span())
+        let (deps, job, token) = (deps.clone(), job.clone(), watch.token.clone());
+        tokio::spawn(
+            async move { dispatch::run(&deps, &job, attempt, token).await }.in_current_span(),
+        )
     };
     let (outcome, why) = match run.await {
         Ok(Outcome::Requeue) => (Outcome::Requeue, GiveUp::BusFailed),
@@ -131,7 +135,7 @@ async fn run_job(
     drop(watch);
     if outcome == Outcome::Requeue && last_attempt {
         // The queue dead-letters it now (operators can still replay it): end its stream first.
-        give_up::publish(&pipeline.bus, job.id, attempt, why).await;
+        give_up::publish(&deps.bus, job.id, attempt, why).await;
         METRICS.dead_delivery_limit.increment(1);
         wm::job_finished(Some(job.kind), wm::OUTCOME_DEAD_LETTERED);
     } else if outcome == Outcome::Requeue {

@@ -1,7 +1,7 @@
 //! Ends the streams of dead-lettered jobs at once.
 //!
 //! The broker dead-letters a job when it reaches the delivery limit or expires in the queue. A
-//! worker that gives a job up on its last attempt says so itself (`pipeline::give_up`), but one
+//! worker that gives a job up on its last attempt says so itself (`job::give_up`), but one
 //! killed by it (kill -9, OOM) cannot, and an expired job never reached a worker. The dead-letter
 //! exchange therefore routes a copy of every dead-lettered job to a notice queue
 //! (`{prefix}.jobs.dead.notify`, 60 s TTL) beside the dead-letter queue that operators inspect;
@@ -17,7 +17,7 @@ use ragq_common::bus::EventPublisher;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::pipeline::give_up::{self, GiveUp};
+use crate::job::give_up::{self, GiveUp};
 
 /// Consumes dead-letter notices until `stop`, resubscribing when the consumer ends.
 pub async fn run(

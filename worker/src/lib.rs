@@ -1,18 +1,21 @@
 //! # ragq-worker
 //!
 //! Consumes jobs from the broker and answers them:
-//! [`consumer`] (deliveries → tasks) → [`pipeline`] (context → retrieve → rerank → prompt →
-//! generate → citations → persist), with model clients in `ragq_common::providers`. Indexing
+//! [`consumer`] (deliveries → tasks) → [`job`] (dispatch by kind, events, errors, give-up) →
+//! [`chat`] (context → refine → retrieve → rerank → prompt → generate → citations → save) or one
+//! of the other kinds in [`jobs`]; [`search`] is the hybrid search they share. Model clients in `ragq_common::providers`. Indexing
 //! (chunk and embed documents) is `ragq_common::indexing`; model settings (decrypting their API
-//! keys) are read by `ragq_common::models`; [`admin`] backs the `ragq` command-line tool.
+//! keys) are read by `ragq_common::models`. The `ragq` command-line tool is the `cli/` crate.
 
+pub mod chat;
 pub mod config;
 pub mod consumer;
 pub mod dead_notices;
 pub mod health;
+pub mod job;
 pub mod jobs;
 pub mod metrics;
-pub mod pipeline;
+pub mod search;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +54,7 @@ pub enum WorkerError {
 pub struct Worker {
     cfg: WorkerConfig,
     broker: Supervised,
-    pipeline: Arc<pipeline::Pipeline>,
+    deps: Arc<job::deps::Deps>,
     cancels: CancelWatcher,
     redis: RedisEndpoint,
 }
@@ -82,20 +85,20 @@ impl Worker {
         let redis = RedisEndpoint::new(&cfg.bus.url, &roots)?;
         let bus = Arc::new(RedisPublisher::connect(&redis, &cfg.bus.prefix).await?);
         let cancels = CancelWatcher::start(&redis, &cfg.bus.prefix).await?;
-        let pipeline = Arc::new(pipeline::Pipeline {
+        let deps = Arc::new(job::deps::Deps {
             db,
             providers: ragq_common::providers::Providers::new(cfg.timeouts(), &roots)?,
             secrets,
             bus,
-            limits: pipeline::generate::Limits {
+            limits: job::limits::Limits {
                 first_token: Duration::from_millis(cfg.first_token_timeout_ms),
                 idle: Duration::from_millis(cfg.idle_timeout_ms),
                 coalesce: Duration::from_millis(cfg.coalesce_ms),
             },
             worker_id,
-            common_terms: pipeline::common_terms::CommonTerms::new(),
+            common_terms: search::common_terms::CommonTerms::new(),
             delivery_limit: cfg.broker.delivery_limit,
-            batch: jobs::batch_line::BatchLimits::new(
+            batch: job::limits::BatchLimits::new(
                 usize::from(cfg.batch_tenant_concurrency),
                 Duration::from_millis(cfg.batch_backoff_ms),
                 6,
@@ -105,16 +108,16 @@ impl Worker {
         Ok(Worker {
             cfg,
             broker,
-            pipeline,
+            deps,
             cancels,
             redis,
         })
     }
 
-    /// Installs a fault-injection hook (end-to-end tests only; see [`pipeline::faults`]).
+    /// Installs a fault-injection hook (end-to-end tests only; see [`job::faults`]).
     #[cfg(feature = "fault-injection")]
-    pub fn with_faults(mut self, hook: pipeline::faults::FaultHook) -> Self {
-        if let Some(p) = Arc::get_mut(&mut self.pipeline) {
+    pub fn with_faults(mut self, hook: job::faults::FaultHook) -> Self {
+        if let Some(p) = Arc::get_mut(&mut self.deps) {
             p.faults = Some(hook);
         }
         self
@@ -130,7 +133,7 @@ impl Worker {
                 ragq_common::bus::control::RedisControl::connect(&self.redis, &self.cfg.bus.prefix)
                     .await?;
             let (db, broker, stop) = (
-                self.pipeline.db.clone(),
+                self.deps.db.clone(),
                 self.broker.clone(),
                 health_stop.clone(),
             );
@@ -143,13 +146,13 @@ impl Worker {
         // Dead-lettered jobs: end their clients' streams at once (until the drain is over).
         tokio::spawn(dead_notices::run(
             self.broker.clone(),
-            self.pipeline.bus.clone(),
-            format!("{}-dead-notices", self.pipeline.worker_id),
+            self.deps.bus.clone(),
+            format!("{}-dead-notices", self.deps.worker_id),
             health_stop.clone(),
         ));
         let mut lanes = Vec::new();
         for lane in Lane::ALL {
-            let tag = format!("{}-{}", self.pipeline.worker_id, lane.as_str());
+            let tag = format!("{}-{}", self.deps.worker_id, lane.as_str());
             let prefetch = match lane {
                 Lane::Interactive => self.cfg.prefetch,
                 Lane::Batch => self.cfg.batch_prefetch,
@@ -161,9 +164,9 @@ impl Worker {
             metrics::METRICS
                 .prefetch(lane)
                 .increment(f64::from(prefetch));
-            let (broker, pipeline, cancels, tracker, stop) = (
+            let (broker, deps, cancels, tracker, stop) = (
                 self.broker.clone(),
-                self.pipeline.clone(),
+                self.deps.clone(),
                 self.cancels.clone(),
                 tracker.clone(),
                 shutdown.clone(),
@@ -182,7 +185,7 @@ impl Worker {
                             c.health(),
                             lane_stop.clone(),
                         ));
-                        consumer::consume(lane, c, pipeline.clone(), cancels.clone(), tracker.clone(), lane_stop).await;
+                        consumer::consume(lane, c, deps.clone(), cancels.clone(), tracker.clone(), lane_stop).await;
                         watchdog.abort();
                     }
                     if stop.is_cancelled() {
@@ -201,7 +204,7 @@ impl Worker {
                 }
             }));
         }
-        tracing::info!(worker = %self.pipeline.worker_id, prefetch = self.cfg.prefetch, "worker consuming");
+        tracing::info!(worker = %self.deps.worker_id, prefetch = self.cfg.prefetch, "worker consuming");
         for lane in lanes {
             let _ = lane.await;
         }

@@ -2,142 +2,34 @@
 //!
 //! Three small traits: [`ChatModel`] (streaming chat completion), [`Embedder`] and [`Reranker`].
 //! A [`ModelSpec`] (a row of the `models` table, its API key decrypted) names a [`Provider`];
-//! [`Providers`] turns a spec into a client. Adding a provider is one new file implementing one
-//! trait, one variant of [`Provider`] (with [`Provider::serves`]) and one line in the matching
-//! `match` below.
+//! [`Providers`] turns a spec into a client. Adding a chat or embedding provider is one new file
+//! implementing one trait, one variant of [`Provider`] (with [`Provider::serves`]) and one line in
+//! the matching `match` below; a rerank provider is one row of [`rerank::relevance::ROWS`] when it
+//! speaks a known shape (see [`rerank`]).
 //!
 //! Every call has timeouts; requests are retried with jittered exponential backoff on transient
 //! failures (connection errors, 408/429/5xx) — but a chat stream is never retried once its first
 //! token has been read.
 
-pub mod cohere_rerank;
+pub mod error;
 pub mod instrumented;
-pub mod jina_rerank;
 pub mod local_embed;
-pub mod localai_rerank;
-pub mod nvidia_rerank;
 pub mod openai_chat;
 pub mod openai_embed;
+pub mod rerank;
 pub mod retry;
-pub(crate) mod scores;
-pub mod sse;
 #[cfg(test)]
 mod test_support;
-pub mod xinference_rerank;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client_error::ErrorReason;
 pub use crate::model::{ModelKind, Provider};
 use crate::tls::TlsRoots;
 use async_trait::async_trait;
+pub use error::ProviderError;
 use futures::Stream;
-
-/// A provider call failed.
-///
-/// The `Display` of every variant is **log detail**: it may hold an upstream status and up to
-/// 300 bytes of the upstream's body (which can echo a key or a prompt). It never reaches a client:
-/// a failed job shows the client only the fixed message of [`ProviderError::reason`] with an error
-/// id (see `crate::client_error`), and the worker logs this detail under the same id.
-///
-/// URLs are kept out even of the detail's reqwest part: [`describe`] drops reqwest's
-/// `for url (…)` and appends the URL without its user info, query and fragment — a model's
-/// `base_url` may carry a key there (`?api-key=…`, `https://user:key@host`), and logs are read
-/// by more people than the `models` table.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    /// Connection refused, DNS failure, TLS handshake failure: nothing answered.
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
-    /// Any other failure to send the request or read the answer.
-    #[error("provider `{provider}` does not serve {kind} models")]
-    Unsupported { kind: ModelKind, provider: Provider },
-    #[error("upstream request failed: {0}")]
-    Http(String),
-    #[error("upstream answered {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("upstream sent an unexpected response: {0}")]
-    Decode(String),
-    #[error("upstream timed out: {0}")]
-    Timeout(&'static str),
-}
-
-impl ProviderError {
-    /// Worth retrying: the same request may succeed a moment later.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ProviderError::Http(_) | ProviderError::Unreachable(_) | ProviderError::Timeout(_) => {
-                true
-            }
-            ProviderError::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
-            _ => false,
-        }
-    }
-
-    /// The client-visible error code of this failure. An unknown provider string is the model
-    /// settings' fault (`bad_request`), not the upstream's.
-    pub fn reason(&self) -> ErrorReason {
-        match self {
-            ProviderError::Unsupported { .. } => ErrorReason::BadRequest,
-            ProviderError::Unreachable(_) => ErrorReason::UpstreamUnavailable,
-            ProviderError::Timeout(_) => ErrorReason::UpstreamTimeout,
-            ProviderError::Status { status: 429, .. } => ErrorReason::UpstreamRateLimited,
-            ProviderError::Http(_) | ProviderError::Status { .. } | ProviderError::Decode(_) => {
-                ErrorReason::UpstreamError
-            }
-        }
-    }
-
-    /// A failure to decode an answer's body.
-    pub(crate) fn decode(e: reqwest::Error) -> Self {
-        ProviderError::Decode(describe(e))
-    }
-}
-
-impl From<reqwest::Error> for ProviderError {
-    fn from(e: reqwest::Error) -> Self {
-        if e.is_timeout() {
-            ProviderError::Timeout("request")
-        } else if e.is_connect() {
-            ProviderError::Unreachable(describe(e))
-        } else {
-            ProviderError::Http(describe(e))
-        }
-    }
-}
-
-/// A reqwest error for the logs: its kind and the chain of causes (`error sending request: client
-/// error (Connect): tcp connect error: Connection refused (os error 111)`), then the URL as
-/// [`redact_url`] leaves it. reqwest's own `Display` would print the full URL.
-pub(crate) fn describe(e: reqwest::Error) -> String {
-    let url = e.url().map(redact_url);
-    let e = e.without_url();
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    if let Some(url) = url {
-        out.push_str(" (url ");
-        out.push_str(&url);
-        out.push(')');
-    }
-    out
-}
-
-/// `scheme://host[:port]/path` — the URL without user info, query and fragment, the places a
-/// key can hide in a `base_url`.
-pub(crate) fn redact_url(url: &reqwest::Url) -> String {
-    let host = url.host_str().unwrap_or("");
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
-        None => format!("{}://{host}{}", url.scheme(), url.path()),
-    }
-}
 
 /// One configured model: a row of `models` with its API key decrypted (see
 /// [`crate::models`]). `Debug` masks the key.
@@ -307,40 +199,10 @@ impl Providers {
     }
 
     fn reranker_client(&self, spec: &ModelSpec) -> Result<Arc<dyn Reranker>, ProviderError> {
-        use Provider::*;
-        match spec.provider {
-            Jina => Ok(Arc::new(jina_rerank::JinaRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            Xinference => Ok(Arc::new(xinference_rerank::XinferenceRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            LocalAi => Ok(Arc::new(localai_rerank::LocalAiRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            Nvidia => Ok(Arc::new(nvidia_rerank::NvidiaRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            Cohere => Ok(Arc::new(cohere_rerank::CohereRerank::new(
-                self.http.clone(),
-                spec,
-                &self.timeouts,
-            ))),
-            provider @ (OpenAi | Vllm | Ollama | Tgi | OpenAiCompatible | Local) => {
-                Err(ProviderError::Unsupported {
-                    kind: ModelKind::Rerank,
-                    provider,
-                })
-            }
-        }
+        rerank::client(self.http.clone(), spec, &self.timeouts).ok_or(ProviderError::Unsupported {
+            kind: ModelKind::Rerank,
+            provider: spec.provider,
+        })
     }
 }
 
@@ -434,6 +296,7 @@ pub(crate) async fn status_error(resp: reqwest::Response) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_error::ErrorReason;
 
     /// A connection refused is `Unreachable` (`upstream_unavailable`), and its detail names the
     /// URL without user info or query, where a key could be.

@@ -7,8 +7,9 @@ use serde::Deserialize;
 
 use super::{
     ChatModel, GenConf, Message, ModelSpec, ProviderError, Timeouts, TokenStream, endpoint,
-    retry::with_retry, sse::SseLines, status_error,
+    retry::with_retry, status_error,
 };
+use crate::sse::SseParser;
 
 pub struct OpenAiChat {
     http: reqwest::Client,
@@ -86,7 +87,7 @@ impl ChatModel for OpenAiChat {
         let stream = futures::stream::unfold(
             (
                 bytes,
-                SseLines::default(),
+                SseParser::default(),
                 std::collections::VecDeque::new(),
                 false,
             ),
@@ -99,7 +100,23 @@ impl ChatModel for OpenAiChat {
                         return None;
                     }
                     match bytes.next().await {
-                        None => return None,
+                        None => {
+                            // A last event whose blank line never came still counts.
+                            finished = true;
+                            let (mut text, mut error) = (String::new(), None);
+                            let mut done = false;
+                            let ended =
+                                lines.finish(|e| on_data(e.data, &mut done, &mut text, &mut error));
+                            if let Err(e) = ended {
+                                error.get_or_insert(ProviderError::Decode(e.to_string()));
+                            }
+                            if !text.is_empty() {
+                                pending.push_back(Ok(text));
+                            }
+                            if let Some(e) = error {
+                                pending.push_back(Err(e));
+                            }
+                        }
                         Some(Err(e)) => {
                             finished = true;
                             let err = if e.is_timeout() {
@@ -112,26 +129,8 @@ impl ChatModel for OpenAiChat {
                         Some(Ok(chunk)) => {
                             let mut text = String::new();
                             let mut error = None;
-                            let pushed = lines.push(&chunk, |data| {
-                                // Payloads after `[DONE]` in the same read are not part
-                                // of the answer.
-                                if finished {
-                                    return;
-                                }
-                                if data == b"[DONE]" {
-                                    finished = true;
-                                    return;
-                                }
-                                match serde_json::from_slice::<Chunk>(data) {
-                                    Ok(c) => {
-                                        for choice in c.choices {
-                                            if let Some(s) = choice.delta.and_then(|d| d.content) {
-                                                text.push_str(&s);
-                                            }
-                                        }
-                                    }
-                                    Err(e) => error = Some(ProviderError::Decode(e.to_string())),
-                                }
+                            let pushed = lines.push(&chunk, |e| {
+                                on_data(e.data, &mut finished, &mut text, &mut error)
                             });
                             if let Err(e) = pushed {
                                 error.get_or_insert(ProviderError::Decode(e.to_string()));
@@ -150,6 +149,28 @@ impl ChatModel for OpenAiChat {
             },
         );
         Ok(Box::pin(stream))
+    }
+}
+
+/// One event's `data` of a chat stream: `[DONE]` ends it (payloads after it are not part of the
+/// answer), a chunk's content deltas are appended to `text`, anything else is a decode error.
+fn on_data(data: &[u8], finished: &mut bool, text: &mut String, error: &mut Option<ProviderError>) {
+    if *finished {
+        return;
+    }
+    if data == b"[DONE]" {
+        *finished = true;
+        return;
+    }
+    match serde_json::from_slice::<Chunk>(data) {
+        Ok(c) => {
+            for choice in c.choices {
+                if let Some(s) = choice.delta.and_then(|d| d.content) {
+                    text.push_str(&s);
+                }
+            }
+        }
+        Err(e) => *error = Some(ProviderError::Decode(e.to_string())),
     }
 }
 

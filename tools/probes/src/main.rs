@@ -3,7 +3,7 @@
 //!
 //! | subcommand  | measures |
 //! | ----------- | -------- |
-//! | `retrieval` | the worker's retrieval step (`pipeline::retrieve`) on a large synthetic dataset ([`retrieval`]) |
+//! | `retrieval` | the worker's retrieval step (`ragq_worker::search`) on a large synthetic dataset ([`retrieval`]) |
 //! | `rabbitmq`  | publish-confirm-deliver-ack round trips on a quorum queue ([`rabbitmq`]) |
 //! | `redis`     | pub/sub events into one subscriber connection, plain and via ragq's publisher ([`redis_bus`]) |
 //! | `relay`     | worker publish → ingress → SSE read, through the real api ([`relay`]) |

@@ -11,7 +11,7 @@
 //!    bytes (`ragq_common::indexing::embedding::encode_embedding`). Chunks go in with `INSERT … SELECT FROM UNNEST(…)`,
 //!    5000 per statement, generated on a blocking thread while two connections insert. Then
 //!    `VACUUM (ANALYZE)`, as autovacuum would have done on a live system.
-//! 3. **Timing.** `ragq_worker::pipeline::retrieve::retrieve` with the local embedder and no
+//! 3. **Timing.** `ragq_worker::search::retrieve` with the local embedder and no
 //!    reranker, the chat defaults (`top_n` 6, `top_k` 1024, threshold 0.2, weight 0.3), for
 //!    `--queries` generated questions at each concurrency level, after a warm-up. A second, smaller
 //!    run uses questions that match no keyword, which forces the vector fallback (`top_k` chunks).
@@ -29,8 +29,8 @@ use ragq_common::config::DbConfig;
 use ragq_common::db::new_id;
 use ragq_common::providers::Embedder;
 use ragq_common::providers::local_embed::LocalEmbedder;
-use ragq_worker::pipeline::common_terms::CommonTerms;
-use ragq_worker::pipeline::retrieve::{self, Params};
+use ragq_worker::search::common_terms::CommonTerms;
+use ragq_worker::search::{self as retrieve, Params};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgPool, Row};

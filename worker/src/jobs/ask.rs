@@ -15,9 +15,11 @@ use ragq_common::text::approx_tokens;
 use tokio_util::sync::CancellationToken;
 
 use super::datasets::{self, DatasetParams};
-use crate::pipeline::error::StepError;
-use crate::pipeline::events::JobEvents;
-use crate::pipeline::{Pipeline, citations, generate, prompt, until_cancelled};
+use crate::chat::{citations, generate, prompt};
+use crate::job::cancel::until_cancelled;
+use crate::job::deps::Deps;
+use crate::job::error::StepError;
+use crate::job::events::JobEvents;
 use ragq_common::providers::{GenConf, Message};
 
 /// RAGFlow's ask prompt; `{knowledge}` is the knowledge entries joined with newlines.
@@ -47,7 +49,7 @@ pub fn system_prompt(knowledge: &[String]) -> String {
 }
 
 pub async fn run(
-    p: &Pipeline,
+    p: &Deps,
     job: &Job,
     events: &mut JobEvents,
     cancel: &CancellationToken,

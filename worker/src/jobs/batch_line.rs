@@ -14,8 +14,6 @@
 //!
 //! A database failure requeues the job (the claim is repeatable).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ragq_common::batch::{self, LineParams};
@@ -24,52 +22,14 @@ use ragq_common::event::EventBody;
 use ragq_common::job::Job;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::error::StepError;
-use crate::pipeline::events::JobEvents;
-use crate::pipeline::{Outcome, Pipeline};
+use crate::job::deps::Deps;
+use crate::job::error::StepError;
+use crate::job::events::JobEvents;
+use crate::job::outcome::Outcome;
 
-/// Per-tenant concurrency and rate-limit backoff of batch lines in one worker.
-pub struct BatchLimits {
-    tenant_cap: usize,
-    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// First backoff after a 429; doubled each time, capped at 30 s.
-    pub backoff: Duration,
-    /// 429 retries of one line before it is recorded as failed.
-    pub rate_limit_retries: u32,
-}
-
-impl BatchLimits {
-    pub fn new(tenant_cap: usize, backoff: Duration, rate_limit_retries: u32) -> Self {
-        BatchLimits {
-            tenant_cap: tenant_cap.max(1),
-            slots: Mutex::default(),
-            backoff,
-            rate_limit_retries,
-        }
-    }
-
-    async fn slot(&self, tenant: &str) -> Option<OwnedSemaphorePermit> {
-        let sem = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots
-                .entry(tenant.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.tenant_cap)))
-                .clone()
-        };
-        sem.acquire_owned().await.ok()
-    }
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self::new(4, Duration::from_millis(500), 6)
-    }
-}
-
-pub async fn run(p: &Pipeline, job: &Job, cancel: CancellationToken) -> Outcome {
+pub async fn run(p: &Deps, job: &Job, cancel: CancellationToken) -> Outcome {
     let params: LineParams = match serde_json::from_value(job.params.clone()) {
         Ok(params) => params,
         Err(e) => {
@@ -88,7 +48,7 @@ pub async fn run(p: &Pipeline, job: &Job, cancel: CancellationToken) -> Outcome 
 }
 
 async fn answer_line(
-    p: &Pipeline,
+    p: &Deps,
     job: &Job,
     params: &LineParams,
     cancel: CancellationToken,
@@ -107,7 +67,7 @@ async fn answer_line(
         let answered = if remaining <= 0 {
             Err(StepError::Deadline)
         } else {
-            let work = p.answer(job, 0, &mut events, &cancel);
+            let work = crate::chat::answer(p, job, 0, &mut events, &cancel);
             tokio::time::timeout(Duration::from_millis(remaining as u64), work)
                 .await
                 .unwrap_or(Err(StepError::Deadline))

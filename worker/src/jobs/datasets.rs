@@ -9,10 +9,10 @@ use ragq_common::event::{Done, EventBody, Reference, Usage};
 use ragq_common::job::Job;
 use ragq_common::text::approx_tokens;
 
-use crate::pipeline::Pipeline;
-use crate::pipeline::error::StepError;
-use crate::pipeline::events::JobEvents;
-use crate::pipeline::retrieve;
+use crate::job::deps::Deps;
+use crate::job::error::StepError;
+use crate::job::events::JobEvents;
+use crate::search;
 use ragq_common::models;
 use ragq_common::providers::{ChatModel, Embedder, ModelKind, ModelSpec};
 
@@ -32,7 +32,7 @@ impl DatasetParams {
 /// The embedder of `dataset_ids`, after checking (again: a job is only as trustworthy as its
 /// queue) that they are the tenant's and share one embedding model.
 pub async fn embedder(
-    p: &Pipeline,
+    p: &Deps,
     tenant_id: &str,
     dataset_ids: &[String],
 ) -> Result<Arc<dyn Embedder>, StepError> {
@@ -72,7 +72,7 @@ pub async fn embedder(
 
 /// The tenant's default chat model (`is_default`, else the first by name) and its client.
 pub async fn default_chat(
-    p: &Pipeline,
+    p: &Deps,
     tenant_id: &str,
 ) -> Result<(ModelSpec, Arc<dyn ChatModel>), StepError> {
     let spec = models::default_chat(&p.db, &p.secrets, tenant_id)
@@ -85,13 +85,13 @@ pub async fn default_chat(
 /// RAGFlow's fixed search of `ask` and `mindmap`: the 12 best chunks above `threshold`
 /// (vector weight 0.3, top_k 1024, no rerank).
 pub async fn search(
-    p: &Pipeline,
+    p: &Deps,
     embedder: Arc<dyn Embedder>,
     dataset_ids: &[String],
     threshold: f32,
     question: &str,
 ) -> Result<Reference, StepError> {
-    let params = retrieve::Params {
+    let params = search::Params {
         dataset_ids: dataset_ids.to_vec(),
         top_n: 12,
         top_k: 1024,
@@ -99,7 +99,7 @@ pub async fn search(
         vector_similarity_weight: 0.3,
         document_ids: Vec::new(),
     };
-    retrieve::retrieve(&p.db, &p.common_terms, embedder, None, &params, question).await
+    Ok(search::retrieve(&p.db, &p.common_terms, embedder, None, &params, question).await?)
 }
 
 /// The `done` event of a job that saves nothing.
@@ -111,17 +111,16 @@ pub async fn done(
     prompt_tokens: u64,
 ) -> Result<(), StepError> {
     events
-        .send(EventBody::Done(Box::new(Done {
-            message_id: job.message_id.clone(),
-            answer: answer.to_string(),
+        .send(EventBody::Done(Box::new(Done::new(
+            job.message_id.clone(),
+            answer.to_string(),
             prompt,
-            created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
-            usage: Usage {
+            Usage {
                 prompt_tokens,
                 completion_tokens: approx_tokens(answer) as u64,
             },
-            stopped: false,
-        })))
+            false,
+        ))))
         .await?;
     Ok(())
 }

@@ -12,9 +12,11 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::datasets::{self, DatasetParams};
-use crate::pipeline::error::StepError;
-use crate::pipeline::events::JobEvents;
-use crate::pipeline::{Pipeline, generate, until_cancelled};
+use crate::chat::generate;
+use crate::job::cancel::until_cancelled;
+use crate::job::deps::Deps;
+use crate::job::error::StepError;
+use crate::job::events::JobEvents;
 use ragq_common::providers::{GenConf, Message};
 
 /// The client text of a model answer that is not a mind map.
@@ -73,7 +75,7 @@ fn node(v: &Value, depth: usize) -> Option<Value> {
 }
 
 pub async fn run(
-    p: &Pipeline,
+    p: &Deps,
     job: &Job,
     events: &mut JobEvents,
     cancel: &CancellationToken,

@@ -1,7 +1,8 @@
-//! Jobs other than chat completions: retrieval (`POST /api/v1/retrieval`), document ingestion,
-//! the dataset-level model jobs (ask, related questions, mind map), and batch lines (answered
-//! by [`crate::pipeline`], results written to `batch_lines`). Chat and OpenAI completions run
-//! through [`crate::pipeline`].
+//! The job kinds other than chat completions, each run by [`crate::job::dispatch`]: retrieval
+//! (`POST /api/v1/retrieval`), document ingestion, the dataset-level model jobs (ask, related
+//! questions, mind map, sharing [`datasets`]), and batch lines (answered by [`crate::chat`],
+//! results written to `batch_lines`, throttled per tenant by `job::limits::BatchLimits`). Chat and OpenAI
+//! completions are [`crate::chat`].
 
 pub mod ask;
 pub mod batch_line;

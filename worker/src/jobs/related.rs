@@ -9,9 +9,10 @@ use ragq_common::job::Job;
 use tokio_util::sync::CancellationToken;
 
 use super::datasets;
-use crate::pipeline::error::StepError;
-use crate::pipeline::events::JobEvents;
-use crate::pipeline::{Pipeline, generate};
+use crate::chat::generate;
+use crate::job::deps::Deps;
+use crate::job::error::StepError;
+use crate::job::events::JobEvents;
 use ragq_common::providers::{GenConf, Message};
 
 /// `params` of a related-questions job.
@@ -80,7 +81,7 @@ pub fn parse(answer: &str) -> Vec<String> {
 }
 
 pub async fn run(
-    p: &Pipeline,
+    p: &Deps,
     job: &Job,
     events: &mut JobEvents,
     cancel: &CancellationToken,

@@ -4,28 +4,25 @@
 //! The ingress has already checked the request and normalised it (every parameter present, nulls
 //! replaced by RAGFlow's defaults); the checks that matter for isolation are repeated here, since
 //! a job is only as trustworthy as its queue. The search itself is the chat pipeline's hybrid
-//! retrieval ([`crate::pipeline::retrieve::rank`]): keyword candidates from PostgreSQL plus a
+//! retrieval ([`crate::search::rank`]): keyword candidates from PostgreSQL plus a
 //! vector fallback, scored `(1 − w)·term + w·vector` (the reranker's score replaces the cosine when
 //! `rerank_id` is given), thresholded, then paged here by `page`/`page_size`. `total` counts every
 //! chunk above the threshold; `doc_aggs` counts the returned page, as RAGFlow does.
 
 use std::collections::HashSet;
 
-use ragq_common::event::{Done, EventBody, RefChunk, Usage};
+use ragq_common::event::{Done, EventBody, RefChunk};
 use ragq_common::job::Job;
 use ragq_common::text;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::pipeline::Pipeline;
-use crate::pipeline::error::StepError;
-use crate::pipeline::events::JobEvents;
-use crate::pipeline::retrieve;
+use crate::job::deps::Deps;
+use crate::job::error::StepError;
+use crate::job::events::JobEvents;
+use crate::search;
 use ragq_common::models;
 use ragq_common::providers::ModelKind;
-
-/// Largest `top_k` honoured (chunks scored by vector similarity in the worker's memory).
-pub const MAX_TOP_K: i64 = 4096;
 
 fn default_page() -> usize {
     1
@@ -68,26 +65,21 @@ pub struct Params {
     pub highlight: bool,
 }
 
-pub async fn run(p: &Pipeline, job: &Job, events: &mut JobEvents) -> Result<(), StepError> {
+pub async fn run(p: &Deps, job: &Job, events: &mut JobEvents) -> Result<(), StepError> {
     let params: Params = serde_json::from_value(job.params.clone())
         .map_err(|e| StepError::BadRequest(format!("bad retrieval parameters: {e}")))?;
     let data = search(p, job, &params).await?;
     events.send(EventBody::Result { data }).await?;
     events
-        .send(EventBody::Done(Box::new(Done {
-            message_id: job.message_id.clone(),
-            answer: String::new(),
-            prompt: String::new(),
-            created_at: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
-            usage: Usage::default(),
-            stopped: false,
-        })))
+        .send(EventBody::Done(Box::new(Done::after_result(
+            job.message_id.clone(),
+        ))))
         .await?;
     Ok(())
 }
 
 /// Runs the search; the `data` of RAGFlow's answer.
-async fn search(p: &Pipeline, job: &Job, params: &Params) -> Result<Value, StepError> {
+async fn search(p: &Deps, job: &Job, params: &Params) -> Result<Value, StepError> {
     let owned: Vec<(String, String)> = sqlx::query_as(
         "SELECT id, embedding_model FROM datasets WHERE id = ANY($1) AND tenant_id = $2",
     )
@@ -157,15 +149,16 @@ async fn search(p: &Pipeline, job: &Job, params: &Params) -> Result<Value, StepE
     let page = params.page.max(1);
     let page_size = params.page_size.max(1);
     let wanted = page.saturating_mul(page_size);
-    let rp = retrieve::Params {
+    let rp = search::Params {
         dataset_ids: params.dataset_ids.clone(),
         top_n: wanted,
-        top_k: params.top_k.clamp(1, MAX_TOP_K),
+        // The search reads at most `search::VECTOR_SCAN` (256) chunks whatever `top_k` says.
+        top_k: params.top_k,
         similarity_threshold: params.similarity_threshold,
         vector_similarity_weight: params.vector_similarity_weight,
         document_ids: params.document_ids.clone(),
     };
-    let ranked = retrieve::rank(
+    let ranked = search::rank(
         &p.db,
         &p.common_terms,
         embedder,
@@ -216,7 +209,7 @@ async fn search(p: &Pipeline, job: &Job, params: &Params) -> Result<Value, StepE
             c
         })
         .collect();
-    let doc_aggs = retrieve::doc_aggs(&hits);
+    let doc_aggs = search::doc_aggs(&hits);
     Ok(json!({"total": total, "chunks": chunks, "doc_aggs": doc_aggs}))
 }
 

@@ -5,7 +5,7 @@ use ragq_common::job::{ChatMessage, Job, JobKind, Role};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use super::error::StepError;
+use crate::job::error::StepError;
 use ragq_common::models::StoredModel;
 use ragq_common::providers::{ModelKind, ModelSpec};
 use ragq_common::secret::SecretKeys;

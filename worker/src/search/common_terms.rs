@@ -1,7 +1,7 @@
 //! The lexemes too common to search for alone, from PostgreSQL's statistics — cached.
 //!
 //! OR-ing a word found in a large share of the chunks would match (and rank) a large part of
-//! the table, so the keyword query leaves such words out (see [`super::retrieve`]). Which words
+//! the table, so the keyword query leaves such words out (see [`super`]). Which words
 //! they are comes from `pg_stats.most_common_elems` of `chunks.tsv`, which only changes when
 //! PostgreSQL analyzes the table. Reading that view costs more than the rest of the keyword
 //! query on a small dataset, so it is read at most once per [`REFRESH`] per worker, and every

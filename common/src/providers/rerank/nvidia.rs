@@ -1,4 +1,5 @@
-//! NVIDIA NIM reranking (NeMo Retriever reranking microservice and NVIDIA's hosted API catalog).
+//! The NVIDIA NIM rerank shape (NeMo Retriever reranking microservice and NVIDIA's hosted API
+//! catalog): its own request, answer and URL rules, so its own file (see [`super`]).
 //!
 //! Request: `{model, query: {text}, passages: [{text}], truncate: "END", top_n}`. Answer:
 //! `{rankings: [{index, logit}]}`, sorted by logit. Logits are unbounded (often negative), so
@@ -23,7 +24,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::scores::{Scale, in_input_order};
-use super::{JsonEndpoint, ModelSpec, ProviderError, Reranker, Timeouts, endpoint};
+use crate::providers::{JsonEndpoint, ModelSpec, ProviderError, Reranker, Timeouts, endpoint};
 
 pub struct NvidiaRerank(JsonEndpoint);
 
@@ -95,8 +96,8 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     use super::super::scores::sigmoid;
-    use super::super::test_support::*;
     use super::*;
+    use crate::providers::test_support::*;
 
     const ROUTE: &str = "/v1/ranking";
     const MODEL: &str = "nvidia/llama-3.2-nv-rerankqa-1b-v2";

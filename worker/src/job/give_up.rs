@@ -51,12 +51,7 @@ pub fn event(job_id: Uuid, why: GiveUp) -> EventBody {
     };
     let error_id = new_error_id();
     tracing::error!(job = %job_id, error_id = %error_id, reason = reason.as_str(), "{detail}");
-    EventBody::Error {
-        code: reason.class(),
-        message: reason.client_message("", &error_id),
-        reason: Some(reason),
-        error_id,
-    }
+    EventBody::error(reason, "", &error_id)
 }
 
 /// Publishes the terminal `error` event of `job_id` for `why`, retrying briefly; true when it

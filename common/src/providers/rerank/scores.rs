@@ -1,4 +1,4 @@
-//! Turning a rerank answer into the [`Reranker`](super::Reranker) contract: exactly one score
+//! Turning a rerank answer into the [`Reranker`](crate::providers::Reranker) contract: exactly one score
 //! in `0..=1` per input document, in input order.
 //!
 //! Rerank APIs answer with a list of `(index, score)` pairs, usually sorted by score, sometimes
@@ -46,7 +46,7 @@ impl RelevanceResults {
 
 /// How a provider's raw scores become `0..=1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Scale {
+pub enum Scale {
     /// Scores are probabilities; anything outside `0..=1` is clamped.
     Unit,
     /// Scores are logits; each goes through [`sigmoid`].
@@ -58,14 +58,14 @@ pub(crate) enum Scale {
 /// The logistic function: maps an unbounded logit onto `(0, 1)` and keeps the order
 /// (`sigmoid(0) = 0.5`). Stable for any finite input: a huge negative logit gives `0`, a huge
 /// positive one `1`.
-pub(crate) fn sigmoid(x: f64) -> f32 {
+pub fn sigmoid(x: f64) -> f32 {
     (1.0 / (1.0 + (-x).exp())) as f32
 }
 
 /// Places `(index, score)` pairs into a vector of `len` scores in input order, scaled per
 /// `scale`. Out-of-range or negative indexes are ignored; missing scores stay `0`. When an
 /// index appears twice the last entry wins.
-pub(crate) fn in_input_order(
+pub fn in_input_order(
     len: usize,
     items: impl IntoIterator<Item = (i64, Option<f64>)>,
     scale: Scale,

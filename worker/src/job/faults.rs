@@ -1,4 +1,5 @@
-//! Fault injection for the end-to-end tests: a hook the pipeline consults at a few points. In
+//! Fault injection for the end-to-end tests: a hook the job path consults at a few points
+//! ([`injected`]). In
 //! production no hook is ever installed (nothing in a job, its payload or the configuration
 //! can install one); only code that builds a [`Worker`](crate::Worker) in-process with the
 //! `fault-injection` feature can, through `Worker::with_faults`.
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use ragq_common::job::Job;
 
-/// Where the pipeline asks.
+use crate::job::error::StepError;
+
+/// Where the job path asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultPoint {
     /// Before the job runs.
@@ -32,3 +35,26 @@ pub enum Fault {
 
 /// Decides, per job, delivery attempt and point, which fault happens.
 pub type FaultHook = Arc<dyn Fn(FaultPoint, &Job, u32) -> Fault + Send + Sync>;
+
+/// Asks the test-only fault `hook`, if any; never fails in production (no hook).
+pub async fn injected(
+    hook: Option<&FaultHook>,
+    point: FaultPoint,
+    job: &Job,
+    attempt: u32,
+) -> Result<(), StepError> {
+    let Some(hook) = hook else {
+        return Ok(());
+    };
+    match hook(point, job, attempt) {
+        Fault::None => Ok(()),
+        Fault::Panic => panic!("injected fault: job {} panics", job.id),
+        Fault::BusFailure => Err(StepError::Bus(ragq_common::bus::BusError::Connection(
+            "injected fault: publish failed".into(),
+        ))),
+        Fault::Delay(d) => {
+            tokio::time::sleep(d).await;
+            Ok(())
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Why a pipeline step failed, and how that becomes what a client may see.
+//! Why a job step failed, and how that becomes what a client may see.
 //!
 //! A [`StepError`]'s `Display` is **log detail** (database errors, upstream statuses and body
 //! excerpts). [`StepError::report`] is the one place a failure crosses over to the client: it
@@ -55,6 +55,15 @@ impl Reported {
             message: self.message.clone(),
             reason: Some(self.reason),
             error_id: self.error_id.clone(),
+        }
+    }
+}
+
+impl From<crate::search::SearchError> for StepError {
+    fn from(e: crate::search::SearchError) -> Self {
+        match e {
+            crate::search::SearchError::Db(e) => StepError::Db(e),
+            crate::search::SearchError::Upstream(e) => StepError::Upstream(e),
         }
     }
 }

@@ -7,14 +7,14 @@
 //! connection is what makes the model stop generating — and keeps the partial answer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use ragq_common::event::EventBody;
 use tokio_util::sync::CancellationToken;
 
-use super::error::StepError;
-use super::events::JobEvents;
+use crate::job::error::StepError;
+use crate::job::events::JobEvents;
+use crate::job::limits::Limits;
 use ragq_common::providers::{ChatModel, GenConf, Message, ProviderError};
 
 pub struct Generated {
@@ -26,14 +26,6 @@ pub struct Generated {
     pub first_piece_at: Option<tokio::time::Instant>,
     /// When the first piece was read from the model (the upstream's time to first token).
     pub first_token_at: Option<tokio::time::Instant>,
-}
-
-pub struct Limits {
-    pub first_token: Duration,
-    pub idle: Duration,
-    /// Pieces arriving within this window after a delta are sent together in the next one
-    /// (zero: one event per piece).
-    pub coalesce: Duration,
 }
 
 pub async fn generate(
