@@ -16,6 +16,9 @@ ulimit -n 65536 2>/dev/null || true
 log "running the test suite"
 # Fault tests spawn the worker binary as a separate process.
 cargo build --workspace --bins --locked
+# Structure: no import cycle inside a crate; the "where things happen" map names real functions.
+for crate in common api worker cli; do python3 scripts/lib/module_cycles.py "$crate/src"; done
+python3 scripts/lib/where_things_happen.py
 # docs/CONFIG.md is generated from the binaries' flags: it must match them.
 python3 scripts/lib/config_reference.py --check "${CARGO_TARGET_DIR:-target}/debug"
 cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THREADS:-4}"

@@ -18,6 +18,7 @@
 //! context).
 
 pub mod auth;
+pub mod body_limit;
 pub mod caches;
 pub mod config;
 pub mod dispatch;
@@ -43,7 +44,6 @@ use ragq_common::bus::subscriber::RedisSubscriber;
 use ragq_common::db::DbError;
 use ragq_common::tls::{TlsError, TlsRoots};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 
 pub use config::ApiConfig;
 use state::AppState;
@@ -138,7 +138,9 @@ impl Api {
         let upload = routes::documents::upload_router(self.state.clone())
             .merge(routes::batch::files::upload_router(self.state.clone()));
         let app = routes::router(self.state)
-            .layer(RequestBodyLimitLayer::new(max_body))
+            .layer(axum::middleware::from_fn(move |req, next| {
+                body_limit::limit(max_body, req, next)
+            }))
             // Document uploads have their own, larger limit: merged after the global one.
             .merge(upload)
             // Counts every routed request and carries its trace context.

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::dispatch;
 use crate::job::deps::Deps;
-use crate::job::dispatch;
 use crate::job::give_up::{self, GiveUp};
 use crate::job::outcome::Outcome;
 use crate::metrics::{self as wm, METRICS};

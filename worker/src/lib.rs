@@ -11,6 +11,7 @@ pub mod chat;
 pub mod config;
 pub mod consumer;
 pub mod dead_notices;
+pub mod dispatch;
 pub mod health;
 pub mod job;
 pub mod jobs;

@@ -7,7 +7,7 @@
 //!   → prompt → generate (LLM stream → delta events) → citations → save → done event
 //! ```
 //!
-//! It runs inside the job path ([`crate::job::dispatch`]): its failures are [`StepError`]s that
+//! It runs inside the job path ([`crate::dispatch`]): its failures are [`StepError`]s that
 //! the dispatcher turns into the job's one `error` event. Every step before generation observes
 //! the cancel too: a job stopped there is saved as a stopped, empty turn and ends with `done`.
 

@@ -1,5 +1,5 @@
 //! What every job needs, shared by all of a worker's jobs: made once by
-//! [`crate::Worker::start`], handed to [`super::dispatch::run`] and from there to each kind.
+//! [`crate::Worker::start`], handed to [`crate::dispatch::run`] and from there to each kind.
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! The job path, from a delivery to its last event:
 //!
 //! ```text
-//! consumer (deliveries → tasks) → job::dispatch (deadline, fault hook, by kind)
+//! consumer (deliveries → tasks) → crate::dispatch (deadline, fault hook, by kind)
 //!   ├─ chat / openai_chat ──→ crate::chat (context → refine → retrieve → rerank → prompt
 //!   │                                       → generate → citations → save → done)
 //!   ├─ retrieval, ingest, ask, related_questions, mindmap, batch_line → crate::jobs::*
@@ -18,7 +18,6 @@
 
 pub mod cancel;
 pub mod deps;
-pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod faults;

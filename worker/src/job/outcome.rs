@@ -1,4 +1,4 @@
-//! What the consumer does with a delivery once its job returns ([`super::dispatch::run`]).
+//! What the consumer does with a delivery once its job returns ([`crate::dispatch::run`]).
 
 /// Ack or requeue.
 #[derive(Debug, PartialEq, Eq)]

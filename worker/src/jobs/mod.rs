@@ -1,4 +1,4 @@
-//! The job kinds other than chat completions, each run by [`crate::job::dispatch`]: retrieval
+//! The job kinds other than chat completions, each run by [`crate::dispatch`]: retrieval
 //! (`POST /api/v1/retrieval`), document ingestion, the dataset-level model jobs (ask, related
 //! questions, mind map, sharing [`datasets`]), and batch lines (answered by [`crate::chat`],
 //! results written to `batch_lines`, throttled per tenant by `job::limits::BatchLimits`). Chat and OpenAI

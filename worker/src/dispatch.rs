@@ -9,11 +9,11 @@ use std::time::Duration;
 use ragq_common::job::{Job, JobKind};
 use tokio_util::sync::CancellationToken;
 
-use super::deps::Deps;
-use super::faults::{self, FaultPoint};
-use super::outcome::Outcome;
+use crate::job::deps::Deps;
 use crate::job::error::StepError;
 use crate::job::events::JobEvents;
+use crate::job::faults::{self, FaultPoint};
+use crate::job::outcome::Outcome;
 use crate::{chat, jobs, metrics};
 
 /// Runs a job to its terminal event. `attempt` counts earlier deliveries of the same job
