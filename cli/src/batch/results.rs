@@ -21,6 +21,7 @@ use std::io::Write;
 use std::path::Path;
 
 use ragq_common::event::{Done, Reference};
+use ragq_common::status::LineStatus;
 use serde_json::{Value, json};
 
 use super::questions::Expected;
@@ -43,7 +44,7 @@ pub fn result_line(row: &LineRow, expected: &Expected) -> (Value, Option<bool>) 
         "status": row.status,
     });
     let mut documents: Vec<String> = Vec::new();
-    if row.status == "completed" {
+    if LineStatus::Completed == row.status {
         let done: Option<Done> = result
             .and_then(|r| r.get("done"))
             .and_then(|d| serde_json::from_value(d.clone()).ok());
@@ -57,7 +58,7 @@ pub fn result_line(row: &LineRow, expected: &Expected) -> (Value, Option<bool>) 
         line["documents"] = json!(documents);
         line["usage"] = json!(done.map(|d| d.usage).unwrap_or_default());
         line["error"] = Value::Null;
-    } else if row.status == "failed" {
+    } else if LineStatus::Failed == row.status {
         let text = |k: &str| {
             result
                 .and_then(|r| r.get(k))

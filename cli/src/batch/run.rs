@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ragq_common::batch::{self, NewBatch};
 use ragq_common::broker::JobPublisher;
 use ragq_common::job::Lane;
+use ragq_common::status::BatchStatus;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
@@ -161,8 +162,11 @@ pub async fn run(
     let status = loop {
         let (status, _, _, failed) = counts(db, &state.batch_id).await?;
         let terminal = matches!(
-            status.as_str(),
-            "completed" | "failed" | "expired" | "cancelled"
+            status.parse(),
+            Ok(BatchStatus::Completed
+                | BatchStatus::Failed
+                | BatchStatus::Expired
+                | BatchStatus::Cancelled)
         );
         // After the batch ended, read everything once more from the start.
         let since = if terminal { None } else { cursor };

@@ -2,6 +2,7 @@
 //! unique key makes the save idempotent: a redelivered job never saves twice, and a job whose
 //! turn is already saved is replayed ([`replay`]), not regenerated.
 
+use ragq_common::status::TurnStatus;
 use std::time::{Duration, Instant};
 
 use ragq_common::event::{Done, EventBody, Reference, Usage};
@@ -34,20 +35,13 @@ pub async fn find(db: &PgPool, job: &Job) -> Result<Option<SavedTurn>, sqlx::Err
     .await
 }
 
-/// How the turn ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Done,
-    Stopped,
-}
-
 /// Saves the turn; returns false when it was already saved (or the session is gone).
 pub async fn save(
     db: &PgPool,
     job: &Job,
     answer: &str,
     reference: Option<&Reference>,
-    status: Status,
+    status: TurnStatus,
     worker_id: &str,
 ) -> Result<bool, sqlx::Error> {
     let Some(session_id) = &job.session_id else {
@@ -57,10 +51,7 @@ pub async fn save(
         Some(r) => serde_json::to_value(r).unwrap_or_default(),
         None => serde_json::json!({}),
     };
-    let status = match status {
-        Status::Done => "done",
-        Status::Stopped => "stopped",
-    };
+    let status = status.as_str();
     // One statement: insert the turn (once per job) and touch the session only if it was new.
     let saved: i64 = sqlx::query_scalar(
         "WITH saved AS (
@@ -106,9 +97,9 @@ pub async fn finish(
     answer: Answer<'_>,
 ) -> Result<(), StepError> {
     let status = if answer.stopped {
-        Status::Stopped
+        TurnStatus::Stopped
     } else {
-        Status::Done
+        TurnStatus::Done
     };
     let saving = Instant::now();
     save(
@@ -168,7 +159,7 @@ fn saved_done(saved: SavedTurn) -> Done {
         prompt_tokens: 0,
         completion_tokens: approx_tokens(&saved.answer) as u64,
     };
-    let stopped = saved.status == "stopped";
+    let stopped = TurnStatus::Stopped == saved.status;
     Done::new(
         saved.message_id,
         saved.answer,

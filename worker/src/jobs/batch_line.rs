@@ -20,6 +20,7 @@ use ragq_common::batch::{self, LineParams};
 use ragq_common::client_error::ErrorReason;
 use ragq_common::event::EventBody;
 use ragq_common::job::Job;
+use ragq_common::status::LineStatus;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -91,7 +92,7 @@ async fn answer_line(
             Err(e) => {
                 let r = e.report(job);
                 break (
-                    "failed",
+                    LineStatus::Failed,
                     json!({"reason": r.reason.as_str(), "error_id": r.error_id, "message": r.message}),
                 );
             }
@@ -103,7 +104,7 @@ async fn answer_line(
 }
 
 /// `{"done": …, "reference": …}` from the captured events; `failed` if there was no `done`.
-fn success(events: Vec<EventBody>) -> (&'static str, Value) {
+fn success(events: Vec<EventBody>) -> (LineStatus, Value) {
     let mut reference = Value::Null;
     for e in events {
         match e {
@@ -112,7 +113,10 @@ fn success(events: Vec<EventBody>) -> (&'static str, Value) {
             }
             EventBody::Done(done) => {
                 let done = serde_json::to_value(done).unwrap_or(Value::Null);
-                return ("completed", json!({"done": done, "reference": reference}));
+                return (
+                    LineStatus::Completed,
+                    json!({"done": done, "reference": reference}),
+                );
             }
             _ => {}
         }
@@ -120,7 +124,7 @@ fn success(events: Vec<EventBody>) -> (&'static str, Value) {
     let id = ragq_common::client_error::new_error_id();
     let reason = ErrorReason::Internal;
     (
-        "failed",
+        LineStatus::Failed,
         json!({"reason": reason.as_str(), "message": reason.client_message("", &id), "error_id": id}),
     )
 }
@@ -156,7 +160,7 @@ async fn skip(db: &PgPool, params: &LineParams) -> Result<(), sqlx::Error> {
 async fn record(
     db: &PgPool,
     params: &LineParams,
-    status: &str,
+    status: LineStatus,
     result: &Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -169,7 +173,7 @@ async fn record(
          WHERE id IN (SELECT batch_id FROM l)",
     )
     .bind(params.line_id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(sqlx::types::Json(result))
     .execute(db)
     .await?;

@@ -1,6 +1,7 @@
 //! Parsing a document (an ingest job without `chunk_id`): load it, index it through
 //! `ragq_common::indexing` with progress written to its `documents` row, record how it ended.
 
+use ragq_common::status::RunStatus;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -103,7 +104,7 @@ async fn parse_document(
     let Some(doc) = load_doc(&p.db, job, params).await? else {
         return Err(ParseEnd::Stopped); // deleted, or not the tenant's
     };
-    if doc.run != "RUNNING" || doc.task_id != Some(job.id) {
+    if RunStatus::Running != doc.run || doc.task_id != Some(job.id) {
         return Err(ParseEnd::Stopped); // cancelled or superseded before we started
     }
     let started = sqlx::query(
