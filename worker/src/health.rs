@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use ragq_common::broker::rabbitmq::Supervised;
 use ragq_common::bus::control::RedisControl;
+use ragq_common::health::Readiness;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -22,18 +23,9 @@ struct Probe {
 }
 
 async fn ready(State(p): State<Probe>) -> (StatusCode, String) {
-    let db = sqlx::query("SELECT 1").execute(&p.db).await.is_ok();
-    let broker = p.broker.is_connected();
-    let bus = p.redis.ping().await;
-    let status = if db && broker && bus {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        format!("{{\"database\": {db}, \"broker\": {broker}, \"bus\": {bus}}}"),
-    )
+    let r = Readiness::check(&p.db, p.broker.is_connected(), p.redis.ping().await).await;
+    let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (status, r.body())
 }
 
 async fn metrics_page(State(p): State<Probe>) -> impl axum::response::IntoResponse {

@@ -13,6 +13,8 @@ use std::collections::HashSet;
 
 use ragq_common::event::{Done, EventBody, RefChunk};
 use ragq_common::job::Job;
+use ragq_common::json::short_f32;
+use ragq_common::ownership::{self, OwnershipError};
 use ragq_common::text;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -80,46 +82,21 @@ pub async fn run(p: &Deps, job: &Job, events: &mut JobEvents) -> Result<(), Step
 
 /// Runs the search; the `data` of RAGFlow's answer.
 async fn search(p: &Deps, job: &Job, params: &Params) -> Result<Value, StepError> {
-    let owned: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, embedding_model FROM datasets WHERE id = ANY($1) AND tenant_id = $2",
-    )
-    .bind(&params.dataset_ids)
-    .bind(&job.tenant_id)
-    .fetch_all(&p.db)
-    .await?;
     if params.dataset_ids.is_empty() {
         return Err(StepError::BadRequest("`dataset_ids` is required.".into()));
     }
-    if let Some(missing) = params
-        .dataset_ids
-        .iter()
-        .find(|id| !owned.iter().any(|(o, _)| o == *id))
-    {
-        return Err(StepError::BadRequest(format!(
-            "You don't own the dataset {missing}."
-        )));
-    }
-    let models: HashSet<&str> = owned.iter().map(|(_, m)| m.as_str()).collect();
-    if models.len() != 1 {
-        return Err(StepError::BadRequest(
-            "Datasets use different embedding models.".into(),
-        ));
-    }
-    if !params.document_ids.is_empty() {
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM documents WHERE id = ANY($1) AND dataset_id = ANY($2)",
-        )
-        .bind(&params.document_ids)
-        .bind(&params.dataset_ids)
-        .fetch_all(&p.db)
-        .await?;
-        if let Some(missing) = params.document_ids.iter().find(|d| !found.contains(d)) {
-            return Err(StepError::BadRequest(format!(
-                "The datasets don't own the document {missing}"
-            )));
-        }
-    }
-    let embedding_name = owned[0].1.as_str();
+    // The same isolation check the ingress made: a job is only as trustworthy as its queue.
+    let refused = |e: OwnershipError| match e {
+        OwnershipError::Db(e) => StepError::Db(e),
+        other => StepError::BadRequest(other.to_string()),
+    };
+    let embedding_name = ownership::search_datasets(&p.db, &job.tenant_id, &params.dataset_ids)
+        .await
+        .map_err(refused)?;
+    ownership::documents_in_datasets(&p.db, &params.document_ids, &params.dataset_ids)
+        .await
+        .map_err(refused)?;
+    let embedding_name = embedding_name.as_str();
     let embedding = models::load(
         &p.db,
         &p.secrets,
@@ -211,15 +188,6 @@ async fn search(p: &Deps, job: &Job, params: &Params) -> Result<Value, StepError
         .collect();
     let doc_aggs = search::doc_aggs(&hits);
     Ok(json!({"total": total, "chunks": chunks, "doc_aggs": doc_aggs}))
-}
-
-/// An f32 as the shortest decimal that reads back as it (0.7, not 0.699999988079071).
-fn short_f32(x: f32) -> Value {
-    format!("{x}")
-        .parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-        .map_or(Value::Null, Value::Number)
 }
 
 /// RAGFlow's `content_ltks`: the content's words, lower-cased, separated by single spaces.
