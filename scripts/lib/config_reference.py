@@ -47,6 +47,13 @@ def options(help_text: str):
         desc = re.sub(r"\s*\[(env|default|possible values): [^\]]*\]", "", text).strip()
         if values:
             desc += f" (one of: {values.group(1)})"
+        # A value enum with documented values: "Possible values: - a: text - b: text".
+        block = re.search(r"\s*Possible values:\s*(- .*)$", desc)
+        if block:
+            items = [i.strip() for i in re.split(r"(?:^|\s)- ", block.group(1)) if i.strip()]
+            shown = "; ".join(f"`{k}`: {v}" if v else f"`{k}`"
+                              for k, _, v in (i.partition(": ") for i in items))
+            desc = desc[:block.start()] + f". One of: {shown}"
         out.append((flag, env.group(1) if env else "", default.group(1) if default else "", desc))
     return out
 
