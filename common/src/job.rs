@@ -8,6 +8,10 @@ use uuid::Uuid;
 
 /// The job format version this build writes and understands.
 pub const JOB_VERSION: u32 = 1;
+/// The oldest job format this build still reads (and runs). A format change raises
+/// [`JOB_VERSION`]; older versions keep decoding (new fields have serde defaults) until this is
+/// raised too, so a rolling upgrade can run both builds side by side.
+pub const MIN_JOB_VERSION: u32 = 1;
 
 /// What kind of work a job asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,8 +159,13 @@ pub struct Job {
 pub enum JobDecodeError {
     #[error("job is not valid JSON for this version: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("unsupported job version {0} (this build understands {JOB_VERSION})")]
+    /// Older than this build reads: nothing can run it any more.
+    #[error("unsupported job version {0} (this build reads {MIN_JOB_VERSION} to {JOB_VERSION})")]
     Version(u32),
+    /// Newer than this build (`max`): a newer worker can run it, so it is handed back, not
+    /// dead-lettered (a rolling upgrade with both builds running).
+    #[error("job version {version} is newer than this build reads ({max})")]
+    Newer { version: u32, max: u32 },
 }
 
 impl Job {
@@ -166,15 +175,38 @@ impl Job {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Job, JobDecodeError> {
+        Self::decode_up_to(bytes, JOB_VERSION)
+    }
+
+    /// Decodes a job of version [`MIN_JOB_VERSION`]..=`max` (`max` is [`JOB_VERSION`] but in
+    /// tests that play an older build).
+    pub fn decode_up_to(bytes: &[u8], max: u32) -> Result<Job, JobDecodeError> {
         #[derive(Deserialize)]
         struct Version {
             v: u32,
         }
         let version: Version = serde_json::from_slice(bytes)?;
-        if version.v != JOB_VERSION {
+        if version.v > max {
+            return Err(JobDecodeError::Newer {
+                version: version.v,
+                max,
+            });
+        }
+        if version.v < MIN_JOB_VERSION {
             return Err(JobDecodeError::Version(version.v));
         }
         Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// The deadline of a job this build cannot decode, if its payload names one.
+    pub fn peek_deadline_ms(bytes: &[u8]) -> Option<i64> {
+        #[derive(Deserialize)]
+        struct Deadline {
+            deadline_ms: i64,
+        }
+        serde_json::from_slice::<Deadline>(bytes)
+            .ok()
+            .map(|d| d.deadline_ms)
     }
 
     /// Milliseconds left before the deadline (negative when past).

@@ -46,6 +46,7 @@ pub const JOBS_IN_FLIGHT: &str = "ragq_worker_jobs_in_flight";
 pub const PREFETCH_LIMIT: &str = "ragq_worker_prefetch_limit";
 pub const REDELIVERIES: &str = "ragq_redeliveries_total";
 pub const DEAD_LETTERS: &str = "ragq_dead_letters_total";
+pub const HANDED_BACK: &str = "ragq_jobs_handed_back_total";
 pub const UPSTREAM_REQUESTS: &str = "ragq_upstream_requests_total";
 pub const UPSTREAM_SECONDS: &str = "ragq_upstream_request_seconds";
 pub const TOKENS: &str = "ragq_tokens_total";

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ragq_common::broker::{Delivery, JobConsumer};
 use ragq_common::bus::cancel::CancelWatcher;
-use ragq_common::job::{Job, Lane};
+use ragq_common::job::{Job, JobDecodeError, Lane};
 use ragq_common::trace::TraceParent;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,6 +52,38 @@ pub async fn consume(
     }
 }
 
+/// A job of a newer format than this worker reads (a rolling upgrade is under way): published
+/// again at the tail of its queue for a newer worker, after a pause so that a fleet of old
+/// workers does not spin on it; never dead-lettered. Past its deadline it is dropped (its client
+/// was told at the deadline).
+async fn hand_back(delivery: Delivery, version: u32, max: u32) {
+    tokio::time::sleep(HAND_BACK_PAUSE).await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let left = Job::peek_deadline_ms(&delivery.payload).map_or(1, |d| d - now_ms);
+    let settled = if left <= 0 {
+        delivery.settle.ack().await
+    } else {
+        delivery.settle.hand_back(&delivery.payload, left).await
+    };
+    match settled {
+        Ok(()) => {
+            METRICS.handed_back.increment(1);
+            tracing::info!(version, reads_up_to = max, message_id = ?delivery.message_id,
+                "job of a newer format handed back for a newer worker");
+        }
+        // Rare (the broker went away): a plain requeue, which counts against the delivery limit.
+        Err(e) => {
+            tracing::warn!(error = %e, "handing a job back failed; requeueing it");
+            if let Err(e) = delivery.settle.requeue().await {
+                tracing::warn!(error = %e, "requeue failed");
+            }
+        }
+    }
+}
+
+/// How long a worker holds a job it cannot read before handing it back.
+const HAND_BACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 async fn handle(delivery: Delivery, deps: Arc<Deps>, cancels: CancelWatcher) {
     // Quorum queues count deliveries; a redelivery flag without a count still means "not first".
     let attempt = match (delivery.delivery_count, delivery.redelivered) {
@@ -63,8 +95,12 @@ async fn handle(delivery: Delivery, deps: Arc<Deps>, cancels: CancelWatcher) {
     if attempt > 0 {
         METRICS.redeliveries.increment(1);
     }
-    let job = match Job::decode(&delivery.payload) {
+    let job = match Job::decode_up_to(&delivery.payload, deps.max_job_version) {
         Ok(job) => job,
+        Err(JobDecodeError::Newer { version, max }) => {
+            hand_back(delivery, version, max).await;
+            return;
+        }
         Err(e) => {
             // Retrying cannot fix a payload: dead-letter it at once — after telling the job's
             // client, when the message id names the job.

@@ -99,6 +99,7 @@ impl Worker {
             worker_id,
             common_terms: search::common_terms::CommonTerms::new(),
             delivery_limit: cfg.broker.delivery_limit,
+            max_job_version: ragq_common::job::JOB_VERSION,
             batch: job::limits::BatchLimits::new(
                 usize::from(cfg.batch_tenant_concurrency),
                 Duration::from_millis(cfg.batch_backoff_ms),
@@ -113,6 +114,16 @@ impl Worker {
             cancels,
             redis,
         })
+    }
+
+    /// Plays a build that reads job formats only up to `version` (end-to-end tests of a mixed
+    /// fleet during a rolling upgrade).
+    #[cfg(feature = "fault-injection")]
+    pub fn with_max_job_version(mut self, version: u32) -> Self {
+        if let Some(p) = Arc::get_mut(&mut self.deps) {
+            p.max_job_version = version;
+        }
+        self
     }
 
     /// Installs a fault-injection hook (end-to-end tests only; see [`job::faults`]).

@@ -76,6 +76,8 @@ pub struct WorkerMetrics {
     pub redeliveries: Counter,
     pub dead_undecodable: Counter,
     pub dead_delivery_limit: Counter,
+    /// Jobs of a newer format handed back for a newer worker (rolling upgrades).
+    pub handed_back: Counter,
     in_flight: [Gauge; 3],
     prefetch: [Gauge; 3],
 }
@@ -96,6 +98,7 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         redeliveries: counter!(m::REDELIVERIES),
         dead_undecodable: counter!(m::DEAD_LETTERS, "reason" => DEAD_UNDECODABLE),
         dead_delivery_limit: counter!(m::DEAD_LETTERS, "reason" => DEAD_DELIVERY_LIMIT),
+        handed_back: counter!(m::HANDED_BACK),
         in_flight: Lane::ALL.map(|l| gauge!(m::JOBS_IN_FLIGHT, "lane" => l.as_str())),
         prefetch: Lane::ALL.map(|l| gauge!(m::PREFETCH_LIMIT, "lane" => l.as_str())),
     }

@@ -48,6 +48,11 @@ pub trait Settle: Send + Sync {
     async fn requeue(&self) -> Result<(), BrokerError>;
     /// Send the job straight to the dead-letter queue (poison or undecodable).
     async fn dead_letter(&self) -> Result<(), BrokerError>;
+    /// Hand the job back for another consumer: publish `payload` again, unchanged, at the tail
+    /// of its queue with `ttl_ms` left to live (confirmed), then ack this delivery. Unlike
+    /// [`Settle::requeue`] it does not count against the delivery limit: it is for a job this
+    /// worker cannot read but a newer one can (a rolling upgrade).
+    async fn hand_back(&self, payload: &[u8], ttl_ms: i64) -> Result<(), BrokerError>;
 }
 
 /// One job handed to a worker.

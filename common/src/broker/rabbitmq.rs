@@ -142,6 +142,11 @@ impl RabbitMq {
             .basic_qos(prefetch, BasicQosOptions { global: false })
             .await
             .map_err(proto)?;
+        // Confirms for the one thing a consumer publishes: a job handed back (`hand_back`).
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(proto)?;
         let consumer = channel
             .basic_consume(
                 ShortString::from(self.topology.queue(lane)),
@@ -567,6 +572,11 @@ impl ConsumerHealth {
 
 struct RabbitSettle {
     acker: lapin::Acker,
+    /// For [`Settle::hand_back`]: the consumer's channel (in confirm mode), the queue the job
+    /// came from and its properties.
+    channel: Channel,
+    queue: ShortString,
+    properties: BasicProperties,
 }
 
 #[async_trait]
@@ -594,6 +604,44 @@ impl Settle for RabbitSettle {
             .await
             .map(|_| ())
             .map_err(proto)
+    }
+    async fn hand_back(&self, payload: &[u8], ttl_ms: i64) -> Result<(), BrokerError> {
+        // The broker's own delivery headers are not the publisher's to send again.
+        let mut headers = self.properties.headers().clone().unwrap_or_default();
+        let kept: Vec<_> = headers
+            .inner()
+            .iter()
+            .filter(|(k, _)| !k.as_str().starts_with("x-"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        headers = FieldTable::default();
+        for (k, v) in kept {
+            headers.insert(k, v);
+        }
+        let props = self
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_expiration(ShortString::from(ttl_ms.max(1).to_string()));
+        let confirm = self
+            .channel
+            .basic_publish(
+                ShortString::from(""),
+                self.queue.clone(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                payload,
+                props,
+            )
+            .await
+            .map_err(proto)?;
+        let confirmation = confirm.await.map_err(proto)?;
+        if confirmation.is_nack() || confirmation.take_message().is_some() {
+            return Err(BrokerError::Nacked);
+        }
+        self.ack().await
     }
 }
 
@@ -643,7 +691,12 @@ impl JobConsumer for RabbitConsumer {
                             .then(|| death_reason(&d.properties)),
                         redelivered: d.redelivered,
                         payload: d.data,
-                        settle: Box::new(RabbitSettle { acker: d.acker }),
+                        settle: Box::new(RabbitSettle {
+                            acker: d.acker,
+                            channel: self.channel.clone(),
+                            queue: d.routing_key,
+                            properties: d.properties,
+                        }),
                     }));
                 }
                 Err(err) => {

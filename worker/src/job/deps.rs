@@ -28,4 +28,7 @@ pub struct Deps {
     pub batch: BatchLimits,
     /// Test-only fault injection; always `None` in production (see [`super::faults`]).
     pub faults: Option<FaultHook>,
+    /// The newest job format this worker runs: [`ragq_common::job::JOB_VERSION`], lower only in
+    /// tests that play an older build in a mixed fleet. Newer jobs are handed back.
+    pub max_job_version: u32,
 }
