@@ -46,6 +46,7 @@ pub mod retrieval;
 pub mod secret;
 pub mod status;
 pub mod telemetry;
+pub mod tenant_limits;
 pub mod text;
 pub mod tls;
 pub mod trace;
