@@ -1,4 +1,4 @@
-//! Client wire formats: how a job's [`Item`](crate::relay::Item)s are written for each API.
+//! Client wire formats: how a job's [`Item`]s are written for each API.
 //!
 //! Where this sits in the job path: last. A route hands the relay's items to one of these
 //! formatters ([`ragflow`], [`openai`]) and streams (or collects) the bytes it returns.
