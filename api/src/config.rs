@@ -44,6 +44,19 @@ pub struct ApiConfig {
     /// Waiting interactive jobs above which new jobs are refused with 429 + Retry-After.
     #[arg(long, env = "RAGQ_MAX_QUEUE_DEPTH", default_value_t = 10_000)]
     pub max_queue_depth: u32,
+    /// Jobs a tenant may start per minute (chat, OpenAI, ask, related questions, mind map,
+    /// retrieval, adding a chunk; not batch lines or document parsing), counted in fixed
+    /// one-minute windows shared by every api replica; over it → 429 + Retry-After. A tenant's
+    /// `rate_per_minute` overrides it (`ragq set-tenant-limits`). 0 = unlimited (the default).
+    #[arg(long, env = "RAGQ_TENANT_RATE_PER_MINUTE", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub tenant_rate_per_minute: u32,
+    /// Jobs of one tenant running at once (the same kinds), across every api replica; over it →
+    /// 429 + Retry-After. A tenant's `max_concurrent_jobs` overrides it. 0 = unlimited (the
+    /// default); a multi-tenant deployment sets it below the workers' total `RAGQ_PREFETCH`.
+    #[arg(long, env = "RAGQ_TENANT_MAX_JOBS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub tenant_max_jobs: u32,
     /// On SIGTERM, how long open streams may run before each is ended with a "resume elsewhere"
     /// event (the jobs go on) and the process exits, in seconds.
     #[arg(long, env = "RAGQ_SHUTDOWN_GRACE_S", default_value_t = 30)]

@@ -10,7 +10,7 @@
 //! | authenticate (API key or embed token) | [`auth`] (recent keys in [`caches`]) |
 //! | read the request (body, query, ids) | [`request`] |
 //! | check it against the database | [`routes`] (one module per resource; thin adapters) |
-//! | admit, subscribe, record the owner, publish, await a result | [`dispatch`] |
+//! | admit (ingress-wide limits, then the tenant's: [`fairness`]), subscribe, record the owner, publish, await a result | [`dispatch`] |
 //! | read the job's events in order, without gaps, bounded | [`relay`] |
 //! | write them in the client's format | [`wire`] (RAGFlow/OpenAI SSE and JSON), [`response`], [`envelope`] |
 //!
@@ -23,6 +23,7 @@ pub mod caches;
 pub mod config;
 pub mod dispatch;
 pub mod envelope;
+pub mod fairness;
 pub mod observe;
 pub mod relay;
 pub mod request;
@@ -101,6 +102,9 @@ impl Api {
         let state = AppState {
             keys: Arc::default(),
             embed_rate: Arc::default(),
+            tenant_limits: Arc::default(),
+            tenant_rate: Arc::default(),
+            tenant_jobs: Arc::default(),
             db,
             jobs: Arc::new(broker.clone()),
             events,

@@ -28,6 +28,8 @@ pub struct ApiMetrics {
     published: [Counter; JobKind::ALL.len()],
     pub rejected_open_streams: Counter,
     pub rejected_queue_depth: Counter,
+    pub rejected_tenant_rate: Counter,
+    pub rejected_tenant_concurrency: Counter,
     queue_depth: [Gauge; 3],
     queue_consumers: [Gauge; 3],
 }
@@ -42,6 +44,11 @@ pub static METRICS: LazyLock<ApiMetrics> = LazyLock::new(|| {
         published: JobKind::ALL.map(|k| counter!(m::JOBS_PUBLISHED, "kind" => k.as_str())),
         rejected_open_streams: counter!(m::ADMISSION_REJECTIONS, "reason" => "open_streams"),
         rejected_queue_depth: counter!(m::ADMISSION_REJECTIONS, "reason" => "queue_depth"),
+        rejected_tenant_rate: counter!(m::ADMISSION_REJECTIONS, "reason" => m::REASON_TENANT_RATE),
+        rejected_tenant_concurrency: counter!(
+            m::ADMISSION_REJECTIONS,
+            "reason" => m::REASON_TENANT_CONCURRENCY
+        ),
         queue_depth: Lane::ALL.map(|l| gauge!(m::QUEUE_DEPTH, "lane" => l.as_str())),
         queue_consumers: Lane::ALL.map(|l| gauge!(m::QUEUE_CONSUMERS, "lane" => l.as_str())),
     }

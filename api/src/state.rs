@@ -18,6 +18,11 @@ pub struct AppState {
     pub keys: Arc<crate::caches::KeyCache>,
     /// Per-embed-token request counts (each token's own rate limit).
     pub embed_rate: Arc<crate::caches::RateLimiter>,
+    /// Each tenant's fairness limits, cached for a few seconds.
+    pub tenant_limits: Arc<crate::fairness::LimitsCache>,
+    /// Fallback per-tenant job counts while Redis does not answer (rate, running jobs).
+    pub tenant_rate: Arc<crate::caches::RateLimiter>,
+    pub tenant_jobs: Arc<crate::fairness::LocalJobs>,
     pub jobs: Arc<dyn JobPublisher>,
     /// The process's one Redis subscriber connection.
     pub events: RedisSubscriber,

@@ -62,6 +62,29 @@ pub async fn create_tenant(db: &PgPool, name: &str) -> Result<NewTenant, AdminEr
     Ok(NewTenant { tenant_id, api_key })
 }
 
+/// Sets a tenant's fairness overrides (see [`ragq_common::tenant_limits`]); returns them as
+/// stored.
+pub async fn set_tenant_limits(
+    db: &PgPool,
+    tenant_id: &str,
+    rate_per_minute: ragq_common::tenant_limits::Change,
+    max_concurrent_jobs: ragq_common::tenant_limits::Change,
+) -> Result<ragq_common::tenant_limits::Overrides, AdminError> {
+    use ragq_common::tenant_limits::{LimitsError, set};
+    set(db, tenant_id, rate_per_minute, max_concurrent_jobs)
+        .await
+        .map_err(|e| match e {
+            LimitsError::Db(e) => AdminError::Db(e),
+            e => AdminError::Invalid(e.to_string()),
+        })
+}
+
+/// How the CLI prints a stored limit: `default` (the api's setting) or the number (0 =
+/// unlimited).
+pub fn limit_text(v: Option<i32>) -> String {
+    v.map_or_else(|| "default".to_string(), |n| n.to_string())
+}
+
 /// A model setting as the operator gives it: kind and provider as text, the API key in plain.
 pub struct NewModel<'a> {
     /// The name chats and datasets use to refer to it.

@@ -61,6 +61,21 @@ enum Cmd {
         #[arg(long)]
         name: String,
     },
+    /// Set a tenant's fairness limits (the api's defaults are RAGQ_TENANT_RATE_PER_MINUTE and
+    /// RAGQ_TENANT_MAX_JOBS): a number (0 = unlimited) or `default`. Prints the stored values;
+    /// the api applies them within 10 s.
+    SetTenantLimits {
+        #[arg(long)]
+        tenant: String,
+        /// Jobs the tenant may start per minute: N (0 = unlimited) or `default`.
+        #[arg(long)]
+        rate_per_minute: Option<ragq_common::tenant_limits::Change>,
+        /// Jobs of the tenant running at once: N (0 = unlimited) or `default`.
+        #[arg(long)]
+        max_concurrent_jobs: Option<ragq_common::tenant_limits::Change>,
+    },
+    /// List tenants with their fairness limits, one line each (`default` = the api's setting).
+    ListTenants,
     /// Add or replace a model setting of a tenant.
     AddModel {
         #[arg(long)]
@@ -259,6 +274,40 @@ async fn main() -> anyhow::Result<()> {
         Cmd::CreateTenant { name } => {
             let t = admin::create_tenant(&db, &name).await?;
             println!("RAGQ_TENANT_ID={}\nRAGQ_API_KEY={}", t.tenant_id, t.api_key);
+        }
+        Cmd::SetTenantLimits {
+            tenant,
+            rate_per_minute,
+            max_concurrent_jobs,
+        } => {
+            use ragq_common::tenant_limits::Change;
+            anyhow::ensure!(
+                rate_per_minute.is_some() || max_concurrent_jobs.is_some(),
+                "give --rate-per-minute and/or --max-concurrent-jobs"
+            );
+            let o = admin::set_tenant_limits(
+                &db,
+                &tenant,
+                rate_per_minute.unwrap_or(Change::Keep),
+                max_concurrent_jobs.unwrap_or(Change::Keep),
+            )
+            .await?;
+            println!(
+                "RAGQ_TENANT_ID={tenant}\nRATE_PER_MINUTE={}\nMAX_CONCURRENT_JOBS={}",
+                admin::limit_text(o.rate_per_minute),
+                admin::limit_text(o.max_concurrent_jobs)
+            );
+        }
+        Cmd::ListTenants => {
+            for t in ragq_common::tenant_limits::list(&db).await? {
+                println!(
+                    "id={} name={:?} rate_per_minute={} max_concurrent_jobs={}",
+                    t.id,
+                    t.name,
+                    admin::limit_text(t.limits.rate_per_minute),
+                    admin::limit_text(t.limits.max_concurrent_jobs)
+                );
+            }
         }
         Cmd::AddModel {
             tenant,

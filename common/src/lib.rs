@@ -47,6 +47,7 @@ pub mod secret;
 pub mod sse;
 pub mod status;
 pub mod telemetry;
+pub mod tenant_limits;
 pub mod text;
 pub mod tls;
 pub mod trace;

@@ -33,6 +33,10 @@ pub const OPEN_STREAMS: &str = "ragq_open_streams";
 pub const EVENTS_RELAYED: &str = "ragq_events_relayed_total";
 pub const JOBS_PUBLISHED: &str = "ragq_jobs_published_total";
 pub const ADMISSION_REJECTIONS: &str = "ragq_admission_rejections_total";
+/// `reason` values of [`ADMISSION_REJECTIONS`] beside the ingress-wide `open_streams` and
+/// `queue_depth`: a tenant over its own rate or concurrent-jobs limit.
+pub const REASON_TENANT_RATE: &str = "tenant_rate";
+pub const REASON_TENANT_CONCURRENCY: &str = "tenant_concurrency";
 pub const QUEUE_DEPTH: &str = "ragq_queue_depth";
 pub const QUEUE_CONSUMERS: &str = "ragq_queue_consumers";
 // --- both ------------------------------------------------------------------------------------
@@ -122,7 +126,7 @@ fn describe() {
     );
     describe_counter!(
         ADMISSION_REJECTIONS,
-        "Requests refused with 429 by admission control"
+        "Requests refused with 429 by admission control, by reason (ingress or tenant limit)"
     );
     describe_gauge!(QUEUE_DEPTH, "Jobs waiting in a lane's queue");
     describe_gauge!(QUEUE_CONSUMERS, "Consumers subscribed to a lane's queue");

@@ -98,6 +98,8 @@ pub struct EnvOptions {
     pub delivery_limit: u32,
     /// Fault hook installed in every in-process worker (see `ragq_worker::job::faults`).
     pub faults: Option<ragq_worker::job::faults::FaultHook>,
+    /// In-process workers' `RAGQ_PREFETCH` (their interactive slots); `None` = the default.
+    pub prefetch: Option<u16>,
 }
 
 impl Default for EnvOptions {
@@ -119,6 +121,7 @@ impl Default for EnvOptions {
             shutdown_grace_s: 30,
             delivery_limit: 5,
             faults: None,
+            prefetch: None,
         }
     }
 }
@@ -146,6 +149,7 @@ pub struct TestEnv {
     db_url: String,
     faults: Option<ragq_worker::job::faults::FaultHook>,
     delivery_limit: u32,
+    prefetch: Option<u16>,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
     opts_first_token_ms: u64,
     opts_coalesce_ms: u64,
@@ -354,6 +358,7 @@ impl TestEnv {
             db_url,
             faults: opts.faults,
             delivery_limit: opts.delivery_limit,
+            prefetch: opts.prefetch,
             worker_tasks: Vec::new(),
             opts_first_token_ms: opts.first_token_timeout_ms,
             opts_coalesce_ms: opts.coalesce_ms,
@@ -393,8 +398,14 @@ impl TestEnv {
             "--delivery-limit",
             &self.delivery_limit.to_string(),
         ]))
+        .map(|a| {
+            let mut cfg = a.cfg;
+            if let Some(p) = self.prefetch {
+                cfg.prefetch = p;
+            }
+            cfg
+        })
         .expect("worker args")
-        .cfg
     }
 
     /// Starts a worker as a separate OS process (the `ragq-worker` binary built by

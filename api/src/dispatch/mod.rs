@@ -9,6 +9,9 @@
 //! Every route that starts a job goes through here:
 //! - [`new_job`] builds the job (id, message id, deadline, trace context);
 //! - [`admission::admit`] refuses new work when the ingress or the queue is full (HTTP 429);
+//! - [`admission::admit_tenant`] refuses a tenant over its own rate or concurrent-jobs limit
+//!   (HTTP 429, shared by every replica through Redis); the slot it takes is held by the job's
+//!   stream ([`crate::fairness::TenantSlot`]) until the stream ends;
 //! - [`start::start_job`] subscribes to the job's events **before** publishing it, so its first
 //!   event cannot be missed, records who owns it (stop and resume check that,
 //!   [`owner`]), publishes it and returns the client's [`crate::relay::JobStream`];

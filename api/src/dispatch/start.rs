@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::RELAY_MARGIN;
-use super::admission::admit;
+use super::admission::{admit, admit_tenant};
 use super::owner::record_owner;
 use crate::envelope::ApiError;
 use crate::relay::JobStream;
@@ -46,19 +46,23 @@ pub async fn publish(
     Ok(())
 }
 
-/// Admits `job`, subscribes to its events, **then** publishes it on `lane` and waits for the
-/// broker's confirm, so the job's first event cannot be missed. The returned stream gives up a
+/// Admits `job` (the ingress's limits, then its tenant's: the tenant's slot, if it has a cap,
+/// is held by the returned stream until it ends), subscribes to its events, **then** publishes
+/// it on `lane` and waits for the broker's confirm, so the job's first event cannot be missed. The returned stream gives up a
 /// little after the job's deadline ([`RELAY_MARGIN`]), so the worker's own timeout error
 /// normally arrives first.
 pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStream, ApiError> {
     admit(state, lane)?;
+    // Released if anything below fails (dropped), else when the stream ends.
+    let slot = admit_tenant(state, job).await?;
     // Before the job is published: listen (no event can be published before we do), and
     // remember who owns the job (stop and resume check it). The two are independent Redis
     // round trips, made concurrently.
     let ttl = Duration::from_millis(job.remaining_ms().max(1) as u64);
     let (sub, ()) = tokio::try_join!(subscribe(state, job.id), record_owner(state, job, ttl))?;
     publish(state, lane, job, "publish failed").await?;
-    let stream = JobStream::new(sub, job.id, Instant::now() + ttl + RELAY_MARGIN);
+    let stream =
+        JobStream::new(sub, job.id, Instant::now() + ttl + RELAY_MARGIN).holding_slot(slot);
     // Time to first chunk: from the request's arrival to the first answer text relayed.
     let stream = match job.kind {
         JobKind::Chat | JobKind::OpenaiChat | JobKind::Ask => {

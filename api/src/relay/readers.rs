@@ -12,6 +12,8 @@ use ragq_common::bus::subscriber::RedisSubscriber;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::fairness::TenantSlot;
+
 /// How long a reader's attachment lasts in Redis unless refreshed.
 pub(crate) const PRESENCE_TTL: Duration = Duration::from_secs(45);
 /// A reading stream refreshes its attachment this often (at most every keep-alive).
@@ -31,14 +33,17 @@ pub(crate) struct Presence {
 
 /// What a dropped stream leaves behind: it detaches `presence` from the job's reader set, and
 /// with `abandon` (dropped before its terminal event) cancels the job after the grace unless a
-/// reader came back.
+/// reader came back. `slot` (the tenant's hold on the job) is released once that is decided.
 pub(crate) fn leave(
     control: RedisControl,
     job_id: Uuid,
     presence: Option<Uuid>,
     abandon: Option<Abandon>,
+    slot: Option<TenantSlot>,
 ) {
     tokio::spawn(async move {
+        // Dropped at the end of this task, whichever way it ends.
+        let _slot = slot;
         if let Some(reader) = presence
             && let Err(e) = control.detach_reader(job_id, reader).await
         {

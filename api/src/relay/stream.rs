@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::failure::Failure;
 use super::readers::{Abandon, PRESENCE_REFRESH, PRESENCE_TTL, Presence, leave};
 use super::{Item, resume_message};
+use crate::fairness::TenantSlot;
 
 pub struct JobStream {
     sub: Subscription,
@@ -36,6 +37,9 @@ pub struct JobStream {
     shutdown: Option<CancellationToken>,
     /// When the request was accepted, until the first answer text is relayed (TTFC).
     ttfc_from: Option<Instant>,
+    /// The tenant's hold on one of its concurrent jobs: released with the terminal item, or
+    /// when a client that left early is given up on (after the disconnect grace).
+    slot: Option<TenantSlot>,
 }
 
 impl JobStream {
@@ -53,7 +57,14 @@ impl JobStream {
             presence: None,
             shutdown: None,
             ttfc_from: None,
+            slot: None,
         }
+    }
+
+    /// Holds the tenant's job `slot` until the job's stream ends (see [`TenantSlot`]).
+    pub fn holding_slot(mut self, slot: TenantSlot) -> Self {
+        self.slot = Some(slot);
+        self
     }
 
     /// Records `ragq_ttfc_seconds` (from `accepted`) when the first answer text is relayed.
@@ -150,8 +161,20 @@ impl JobStream {
         }
     }
 
-    /// The next item; `None` once a terminal item was returned.
+    /// The next item; `None` once a terminal item was returned. With the terminal item the
+    /// tenant's slot is released (before the client sees the end, so it may start its next job
+    /// at once).
     pub async fn next(&mut self, keep_alive: Duration) -> Option<Item> {
+        let item = self.next_item(keep_alive).await;
+        if self.finished
+            && let Some(slot) = self.slot.take()
+        {
+            slot.release().await;
+        }
+        item
+    }
+
+    async fn next_item(&mut self, keep_alive: Duration) -> Option<Item> {
         if self.finished {
             return None;
         }
@@ -324,6 +347,7 @@ impl JobStream {
 
 impl Drop for JobStream {
     fn drop(&mut self) {
+        // Without an abandon, the slot (if any) is released as this drops.
         let Some(control) = self.control.clone() else {
             return;
         };
@@ -335,7 +359,9 @@ impl Drop for JobStream {
         if presence.is_none() && abandon.is_none() {
             return;
         }
-        leave(control, self.job_id, presence, abandon);
+        // A client that left early keeps its tenant's slot until the job is given up on.
+        let slot = abandon.as_ref().and(self.slot.take());
+        leave(control, self.job_id, presence, abandon, slot);
     }
 }
 

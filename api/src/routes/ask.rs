@@ -18,7 +18,7 @@
 //! streamed job ([`crate::dispatch::start_job`]); the other two await one result
 //! ([`crate::dispatch::await_result`]).
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
@@ -26,7 +26,7 @@ use ragq_common::job::{JobKind, Lane};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Tenant;
-use crate::dispatch::{KEEP_ALIVE, await_result, new_job, start_job};
+use crate::dispatch::{await_result, new_job, start_job};
 use crate::envelope::{ApiError, ApiResult};
 use crate::request::{ErrorData, ListWording, body_object, dedup, id_strings};
 use crate::response::{json_result, set_job_header};
@@ -117,18 +117,7 @@ pub async fn ask_with(
         json!({"dataset_ids": ids}),
     );
     let stream = start_job(state, &job, Lane::Interactive).await?;
-    let body = futures::stream::unfold(
-        (stream, ragflow::AskSse::default()),
-        |(mut stream, mut format)| async move {
-            loop {
-                let item = stream.next(KEEP_ALIVE).await?;
-                if let Some(bytes) = format.event(item) {
-                    return Some((Ok::<_, std::convert::Infallible>(bytes), (stream, format)));
-                }
-            }
-        },
-    );
-    let mut resp = wire::sse_response(Body::from_stream(body));
+    let mut resp = wire::sse_answer(stream, ragflow::AskSse::default());
     set_job_header(&mut resp, job.id);
     Ok(resp)
 }

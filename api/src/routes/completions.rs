@@ -201,16 +201,7 @@ pub async fn complete(
 
 /// A RAGFlow SSE answer of `stream` (also a resumed stream, `routes::jobs`).
 pub fn stream_answer(stream: JobStream, message_id: &str, session_id: &str) -> Response {
-    let format = ragflow::RagflowSse::new(message_id, session_id);
-    let body = futures::stream::unfold((stream, format), |(mut stream, mut format)| async move {
-        loop {
-            let item = stream.next(KEEP_ALIVE).await?;
-            if let Some(bytes) = format.event(item) {
-                return Some((Ok::<_, std::convert::Infallible>(bytes), (stream, format)));
-            }
-        }
-    });
-    wire::sse_response(Body::from_stream(body))
+    wire::sse_answer(stream, ragflow::RagflowSse::new(message_id, session_id))
 }
 
 async fn collect_answer(mut stream: JobStream, message_id: &str, session_id: &str) -> Response {

@@ -190,6 +190,18 @@ impl AskSse {
     }
 }
 
+impl super::SseFormat for RagflowSse {
+    fn event(&mut self, item: Item) -> Option<Bytes> {
+        RagflowSse::event(self, item)
+    }
+}
+
+impl super::SseFormat for AskSse {
+    fn event(&mut self, item: Item) -> Option<Bytes> {
+        AskSse::event(self, item)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

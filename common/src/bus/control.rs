@@ -10,6 +10,7 @@ use super::BusError;
 use super::endpoint::RedisEndpoint;
 use super::keys::{
     CANCELLED_TTL_S, REPLAY_TTL_S, cancel_channel, cancelled_key, owner_key, rate_key, readers_key,
+    tenant_jobs_key, tenant_rate_key,
 };
 use super::replay;
 
@@ -158,6 +159,52 @@ impl RedisControl {
         Ok(count)
     }
 
+    /// Admits one job of `tenant_id` against its limits, atomically across every api replica
+    /// (one Lua script): first the concurrency cap (`max_jobs`; expired entries are dropped
+    /// before counting), then the rate in the fixed window `window` of `window_s` seconds. Only
+    /// an admitted job is counted and takes a slot (the job id, scored by `until_ms`). `None`
+    /// for a limit = unlimited.
+    pub async fn admit_tenant_job(
+        &self,
+        tenant_id: &str,
+        job_id: Uuid,
+        until_ms: i64,
+        limits: TenantJobLimits,
+    ) -> Result<TenantAdmission, BusError> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(ADMIT_TENANT_JOB));
+        let mut conn = self.conn.clone();
+        let now = crate::now_ms();
+        let window = u64::try_from(now / 1000).unwrap_or(0) / limits.window_s.max(1);
+        let (verdict, count): (i64, i64) = SCRIPT
+            .key(tenant_jobs_key(&self.prefix, tenant_id))
+            .key(tenant_rate_key(&self.prefix, tenant_id, window))
+            .arg(now)
+            .arg(limits.max_jobs.unwrap_or(0))
+            .arg(limits.rate.unwrap_or(0))
+            .arg(job_id.to_string())
+            .arg(until_ms)
+            .arg(limits.window_s * 2)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match verdict {
+            1 => TenantAdmission::RateLimited,
+            2 => TenantAdmission::TooManyJobs(u64::try_from(count).unwrap_or(0)),
+            _ => TenantAdmission::Admitted,
+        })
+    }
+
+    /// Frees the slot job `job_id` took in its tenant's running jobs.
+    pub async fn release_tenant_job(&self, tenant_id: &str, job_id: Uuid) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("ZREM")
+            .arg(tenant_jobs_key(&self.prefix, tenant_id))
+            .arg(job_id.to_string())
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// True while the connection answers.
     pub async fn ping(&self) -> bool {
         let mut conn = self.conn.clone();
@@ -167,3 +214,47 @@ impl RedisControl {
             .is_ok()
     }
 }
+
+/// The limits [`RedisControl::admit_tenant_job`] checks (`None` = unlimited).
+#[derive(Clone, Copy, Debug)]
+pub struct TenantJobLimits {
+    pub rate: Option<u32>,
+    pub window_s: u64,
+    pub max_jobs: Option<u32>,
+}
+
+/// What [`RedisControl::admit_tenant_job`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantAdmission {
+    Admitted,
+    /// The window's count reached the rate.
+    RateLimited,
+    /// This many of the tenant's jobs run already (at or above its cap).
+    TooManyJobs(u64),
+}
+
+/// KEYS[1] running jobs (sorted set), KEYS[2] the window's counter; ARGV now_ms, max_jobs,
+/// rate (0 = unlimited), job id, until_ms, counter TTL in seconds. Returns {verdict, count}:
+/// 0 admitted, 1 rate limited, 2 too many jobs (count = running jobs).
+const ADMIT_TENANT_JOB: &str = r"
+local now = tonumber(ARGV[1])
+local max_jobs = tonumber(ARGV[2])
+local rate = tonumber(ARGV[3])
+if max_jobs > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  local running = redis.call('ZCARD', KEYS[1])
+  if running >= max_jobs then return {2, running} end
+end
+if rate > 0 then
+  local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if n >= rate then return {1, n} end
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+end
+if max_jobs > 0 then
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[4])
+  local ttl = tonumber(ARGV[5]) - now
+  if ttl > 0 and redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+return {0, 0}
+";

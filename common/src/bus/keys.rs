@@ -44,3 +44,16 @@ pub fn readers_key(prefix: &str, job_id: Uuid) -> String {
 pub fn rate_key(prefix: &str, token_id: &str, window: u64) -> String {
     format!("{prefix}:rate:{token_id}:{window}")
 }
+
+/// Sorted set of a tenant's running jobs, on every ingress process: member = job id, score =
+/// epoch ms of the job's deadline (plus the relay's margin). `ZADD` when a job is admitted, `ZREM`
+/// when its stream ends; entries past their score are dropped before each count, so a crashed
+/// api cannot leak slots. Expires with its latest deadline.
+pub fn tenant_jobs_key(prefix: &str, tenant_id: &str) -> String {
+    format!("{prefix}:tenant_jobs:{tenant_id}")
+}
+
+/// Jobs a tenant started in one fixed one-minute window (its rate limit, shared by replicas).
+pub fn tenant_rate_key(prefix: &str, tenant_id: &str, window: u64) -> String {
+    format!("{prefix}:tenant_rate:{tenant_id}:{window}")
+}

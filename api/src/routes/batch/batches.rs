@@ -18,9 +18,11 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ragq_common::batch::{self, NewBatch, input::ENDPOINT, input::validate};
 use ragq_common::job::Lane;
+use ragq_common::status::BatchStatus;
 use serde_json::{Map, Value, json};
 
 use super::{list, not_found, paging, ts};
+use crate::dispatch;
 use crate::envelope::PyJson;
 use crate::routes::openai::{authenticate, owned_chat};
 use crate::state::AppState;
@@ -137,7 +139,10 @@ pub async fn cancel(
     let tenant = authenticate(&state, &headers).await?;
     let b = find(&state, &tenant, &chat_id, &id).await?;
     if !batch::cancel(&state.db, &tenant, &b.id).await?
-        && !matches!(b.status.as_str(), "cancelling" | "cancelled")
+        && !matches!(
+            b.status.parse::<BatchStatus>(),
+            Ok(BatchStatus::Cancelling | BatchStatus::Cancelled)
+        )
     {
         return Err(OpenAiError::invalid(
             StatusCode::CONFLICT,
@@ -232,14 +237,15 @@ pub async fn create(
         Ok(lines) => {
             let jobs = batch::create(&state.db, &id, &new, &lines).await?;
             for job in &jobs {
-                if let Err(e) = state.jobs.publish(Lane::Batch, job).await {
-                    tracing::warn!(batch = %id, error = %e, "publishing a batch line failed; cancelling the batch");
+                // Counted in `ragq_jobs_published_total`; a broker failure is logged there with an
+                // error id, and the client gets 503 `service_unavailable` with that id.
+                if let Err(e) =
+                    dispatch::publish(&state, Lane::Batch, job, "publishing a batch line failed")
+                        .await
+                {
+                    tracing::warn!(batch = %id, "a batch line was not queued; cancelling the batch");
                     batch::cancel(&state.db, &tenant, &id).await?;
-                    return Err(OpenAiError::server(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "service_unavailable",
-                        "The job queue is unavailable, retry later.",
-                    ));
+                    return Err(OpenAiError::from(e));
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 use ragq_common::client_error::ErrorReason;
 use ragq_common::event::{Done, Reference};
+use ragq_common::status::LineStatus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -32,9 +33,9 @@ pub async fn compose(
     purpose: &str,
 ) -> Result<Vec<u8>, OpenAiError> {
     let status = if purpose == "batch_error" {
-        "failed"
+        LineStatus::Failed
     } else {
-        "completed"
+        LineStatus::Completed
     };
     let rows: Vec<LineRow> = sqlx::query_as(
         "SELECT l.id, l.custom_id, l.model, l.reference, l.prompt_chars, l.result, b.chat_id
@@ -42,7 +43,7 @@ pub async fn compose(
          WHERE l.batch_id = $1 AND l.status = $2 ORDER BY l.line_no",
     )
     .bind(batch_id)
-    .bind(status)
+    .bind(status.as_str())
     .fetch_all(&state.db)
     .await?;
     let mut out = Vec::new();
@@ -52,7 +53,7 @@ pub async fn compose(
             .as_ref()
             .map(|j| j.0.clone())
             .unwrap_or(Value::Null);
-        let (status_code, body) = if status == "completed" {
+        let (status_code, body) = if status == LineStatus::Completed {
             (200, completion(&r, &result))
         } else {
             let e = OpenAiError::from_failure(&failure(&result));

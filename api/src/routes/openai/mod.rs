@@ -50,7 +50,7 @@
 
 mod request;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
@@ -134,7 +134,7 @@ async fn handle(
 
     if req.stream {
         let format = OpenAiSse::new(&job.chat_id, created, prompt_chars, req.reference);
-        Ok(stream_answer(stream, format))
+        Ok(wire::sse_answer(stream, format))
     } else {
         let c = openai::Completion {
             chat_id: &job.chat_id,
@@ -171,22 +171,6 @@ pub async fn owned_chat(state: &AppState, tenant: &str, chat_id: &str) -> Result
         ));
     }
     Ok(())
-}
-
-fn stream_answer(stream: JobStream, format: OpenAiSse) -> Response {
-    let body = futures::stream::unfold((stream, format), |(mut stream, mut format)| async move {
-        loop {
-            if format.is_finished() {
-                // Dropping the stream drops the subscription (e.g. after a mid-answer reset).
-                return None;
-            }
-            let item = stream.next(KEEP_ALIVE).await?;
-            if let Some(bytes) = format.event(item) {
-                return Some((Ok::<_, std::convert::Infallible>(bytes), (stream, format)));
-            }
-        }
-    });
-    wire::sse_response(Body::from_stream(body))
 }
 
 async fn collect_answer(

@@ -161,3 +161,12 @@ impl OpenAiSse {
         out
     }
 }
+
+impl crate::wire::SseFormat for OpenAiSse {
+    fn event(&mut self, item: Item) -> Option<Bytes> {
+        OpenAiSse::event(self, item)
+    }
+    fn is_finished(&self) -> bool {
+        OpenAiSse::is_finished(self)
+    }
+}
