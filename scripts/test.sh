@@ -22,6 +22,8 @@ python3 scripts/lib/where_things_happen.py
 # docs/CONFIG.md is generated from the binaries' flags: it must match them.
 python3 scripts/lib/config_reference.py --check "${CARGO_TARGET_DIR:-target}/debug"
 cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THREADS:-4}"
+# The off-by-default OTLP span export: a job span continues the caller's trace.
+cargo test -p ragq-common --features otlp --lib --locked telemetry
 
 # Compatibility: the official Python clients (ragflow-sdk 0.22.1, openai) against a running ragq
 # (scripts/up.sh with two workers and the simulator).

@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ragq_common::telemetry::init();
+    let _telemetry = ragq_common::telemetry::init_service("ragq-api");
     let cli = Cli::parse();
     let api = Api::build(cli.cfg).await?;
     tracing::info!(addr = %api.local_addr()?, "ragq-api listening");

@@ -100,6 +100,8 @@ pub struct EnvOptions {
     pub faults: Option<ragq_worker::job::faults::FaultHook>,
     /// In-process workers' `RAGQ_PREFETCH` (their interactive slots); `None` = the default.
     pub prefetch: Option<u16>,
+    /// In-process workers' `RAGQ_TENANT_WORKER_JOBS`; `None` = the default (no cap).
+    pub tenant_worker_jobs: Option<u16>,
 }
 
 impl Default for EnvOptions {
@@ -122,6 +124,7 @@ impl Default for EnvOptions {
             delivery_limit: 5,
             faults: None,
             prefetch: None,
+            tenant_worker_jobs: None,
         }
     }
 }
@@ -150,6 +153,7 @@ pub struct TestEnv {
     faults: Option<ragq_worker::job::faults::FaultHook>,
     delivery_limit: u32,
     prefetch: Option<u16>,
+    tenant_worker_jobs: Option<u16>,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
     opts_first_token_ms: u64,
     opts_coalesce_ms: u64,
@@ -359,6 +363,7 @@ impl TestEnv {
             faults: opts.faults,
             delivery_limit: opts.delivery_limit,
             prefetch: opts.prefetch,
+            tenant_worker_jobs: opts.tenant_worker_jobs,
             worker_tasks: Vec::new(),
             opts_first_token_ms: opts.first_token_timeout_ms,
             opts_coalesce_ms: opts.coalesce_ms,
@@ -402,6 +407,9 @@ impl TestEnv {
             let mut cfg = a.cfg;
             if let Some(p) = self.prefetch {
                 cfg.prefetch = p;
+            }
+            if let Some(n) = self.tenant_worker_jobs {
+                cfg.tenant_worker_jobs = n;
             }
             cfg
         })

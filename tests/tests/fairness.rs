@@ -556,3 +556,51 @@ async fn rate_limit_is_per_tenant_and_shared() {
     assert!(!out.status.success());
     env.stop().await;
 }
+
+/// The workers' side: with `RAGQ_TENANT_WORKER_JOBS`, a tenant whose jobs fill the queue runs at
+/// most its share of a worker's slots at once; its excess is handed back to the tail of the
+/// queue, so another tenant's question, queued behind, gets a slot at once — here with no
+/// ingress cap at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_leaves_slots_to_other_tenants() {
+    let env = TestEnv::start(EnvOptions {
+        prefetch: Some(4),
+        tenant_worker_jobs: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let a = tenant(&env, "busy", "sim-medium", Change::Keep, Change::Keep).await;
+    let b = tenant(&env, "other", "sim-b", Change::Keep, Change::Keep).await;
+    let handed = || {
+        ragq_common::metrics::install()
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("ragq_jobs_handed_back_total") && l.contains("tenant_share"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = handed();
+    // A queues 12 answers of ~1.3 s each: four slots would be A's for ~4 s without the share.
+    let mut floods = Vec::new();
+    for i in 0..12 {
+        floods.push(start(&env, &env.url, &a, &format!("question {i}")).await);
+    }
+    let b_ttfc = ttfc(&env, &b, "What is the delivery limit of the job queue?").await;
+    let mut answered_a = 0;
+    for resp in floods {
+        if answered(&read_all(resp).await) {
+            answered_a += 1;
+        }
+    }
+    let handed_back = handed() - before;
+    println!(
+        "worker share: B's TTFC {b_ttfc:?} behind 12 queued answers of A (share 2 of 4 slots); A: {answered_a}/12 answered; {handed_back} hand-backs"
+    );
+    assert_eq!(answered_a, 12, "every one of A's jobs is answered");
+    assert!(handed_back >= 1.0, "A's excess was handed back");
+    assert!(
+        b_ttfc < Duration::from_millis(1000),
+        "B got a slot at once (its model answers in ~150 ms): {b_ttfc:?}"
+    );
+    env.stop().await;
+}

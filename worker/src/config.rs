@@ -42,6 +42,12 @@ pub struct WorkerConfig {
     /// retry, at most 30 s, 6 retries).
     #[arg(long, env = "RAGQ_BATCH_BACKOFF_MS", default_value_t = 500)]
     pub batch_backoff_ms: u64,
+    /// Interactive jobs of one tenant this worker runs at once: a tenant's job beyond it is
+    /// handed back to the tail of its queue (published again, not a requeue), so the worker's
+    /// slots stay open to other tenants' jobs. 0 = no cap (the ingress's `RAGQ_TENANT_MAX_JOBS`
+    /// caps a tenant across the cluster).
+    #[arg(long, env = "RAGQ_TENANT_WORKER_JOBS", default_value_t = 0)]
+    pub tenant_worker_jobs: u16,
     /// Address for `/healthz` and `/readyz` (unset: no health server).
     #[arg(long, env = "RAGQ_WORKER_HEALTH_ADDR")]
     pub health_addr: Option<std::net::SocketAddr>,

@@ -42,7 +42,7 @@ pub async fn consume(
             }
             Some(Ok(delivery)) => {
                 let in_flight = wm::InFlight::start(lane);
-                let job = handle(delivery, deps.clone(), cancels.clone());
+                let job = handle(lane, delivery, deps.clone(), cancels.clone());
                 tracker.spawn(async move {
                     job.await;
                     drop(in_flight);
@@ -52,12 +52,32 @@ pub async fn consume(
     }
 }
 
-/// A job of a newer format than this worker reads (a rolling upgrade is under way): published
-/// again at the tail of its queue for a newer worker, after a pause so that a fleet of old
-/// workers does not spin on it; never dead-lettered. Past its deadline it is dropped (its client
+/// Why a job is handed back (published again at the tail of its queue, then acked; never a
+/// requeue, so the delivery limit is not spent).
+#[derive(Clone, Copy, Debug)]
+enum HandBack {
+    /// A job of a newer format than this worker reads (a rolling upgrade is under way): for a
+    /// newer worker.
+    NewerFormat { version: u32, max: u32 },
+    /// The tenant already runs its share of this worker's interactive slots
+    /// (`RAGQ_TENANT_WORKER_JOBS`): the slot goes to the next job in the queue, another tenant's.
+    TenantShare,
+}
+
+impl HandBack {
+    /// The pause before it, so a fleet that cannot run the job does not spin on it.
+    fn pause(self) -> std::time::Duration {
+        match self {
+            HandBack::NewerFormat { .. } => std::time::Duration::from_millis(200),
+            HandBack::TenantShare => std::time::Duration::from_millis(20),
+        }
+    }
+}
+
+/// Hands a delivery back (see [`HandBack`]). Past its deadline it is dropped instead (its client
 /// was told at the deadline).
-async fn hand_back(delivery: Delivery, version: u32, max: u32) {
-    tokio::time::sleep(HAND_BACK_PAUSE).await;
+async fn hand_back(delivery: Delivery, why: HandBack) {
+    tokio::time::sleep(why.pause()).await;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let left = Job::peek_deadline_ms(&delivery.payload).map_or(1, |d| d - now_ms);
     let settled = if left <= 0 {
@@ -66,11 +86,18 @@ async fn hand_back(delivery: Delivery, version: u32, max: u32) {
         delivery.settle.hand_back(&delivery.payload, left).await
     };
     match settled {
-        Ok(()) => {
-            METRICS.handed_back.increment(1);
-            tracing::info!(version, reads_up_to = max, message_id = ?delivery.message_id,
-                "job of a newer format handed back for a newer worker");
-        }
+        Ok(()) => match why {
+            HandBack::NewerFormat { version, max } => {
+                METRICS.handed_back_newer.increment(1);
+                tracing::info!(version, reads_up_to = max, message_id = ?delivery.message_id,
+                        "job of a newer format handed back for a newer worker");
+            }
+            HandBack::TenantShare => {
+                METRICS.handed_back_share.increment(1);
+                tracing::debug!(message_id = ?delivery.message_id,
+                        "tenant at its share of this worker; job handed back");
+            }
+        },
         // Rare (the broker went away): a plain requeue, which counts against the delivery limit.
         Err(e) => {
             tracing::warn!(error = %e, "handing a job back failed; requeueing it");
@@ -81,10 +108,7 @@ async fn hand_back(delivery: Delivery, version: u32, max: u32) {
     }
 }
 
-/// How long a worker holds a job it cannot read before handing it back.
-const HAND_BACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
-
-async fn handle(delivery: Delivery, deps: Arc<Deps>, cancels: CancelWatcher) {
+async fn handle(lane: Lane, delivery: Delivery, deps: Arc<Deps>, cancels: CancelWatcher) {
     // Quorum queues count deliveries; a redelivery flag without a count still means "not first".
     let attempt = match (delivery.delivery_count, delivery.redelivered) {
         (0, true) => 1,
@@ -98,7 +122,7 @@ async fn handle(delivery: Delivery, deps: Arc<Deps>, cancels: CancelWatcher) {
     let job = match Job::decode_up_to(&delivery.payload, deps.max_job_version) {
         Ok(job) => job,
         Err(JobDecodeError::Newer { version, max }) => {
-            hand_back(delivery, version, max).await;
+            hand_back(delivery, HandBack::NewerFormat { version, max }).await;
             return;
         }
         Err(e) => {
@@ -120,13 +144,24 @@ async fn handle(delivery: Delivery, deps: Arc<Deps>, cancels: CancelWatcher) {
             return;
         }
     };
+    // A tenant over its share of this worker's interactive slots leaves the slot to others.
+    let share = match lane {
+        Lane::Interactive => match deps.tenant_jobs.enter(&job.tenant_id) {
+            Some(place) => Some(place),
+            None => {
+                hand_back(delivery, HandBack::TenantShare).await;
+                return;
+            }
+        },
+        _ => None,
+    };
     // The job's log lines carry its trace (the ingress's `traceparent`; a new trace without one).
-    let trace = job
+    let caller = job
         .trace
         .as_deref()
         .or(delivery.traceparent.as_deref())
-        .and_then(|t| TraceParent::parse(t).ok())
-        .unwrap_or_else(TraceParent::generate);
+        .and_then(|t| TraceParent::parse(t).ok());
+    let trace = caller.unwrap_or_else(TraceParent::generate);
     let span = tracing::info_span!(
         "job",
         job_id = %job.id,
@@ -136,9 +171,14 @@ async fn handle(delivery: Delivery, deps: Arc<Deps>, cancels: CancelWatcher) {
         trace_id = %trace.trace_id_hex(),
         attempt,
     );
+    // Exported spans (the `otlp` feature) continue the ingress's trace.
+    if let Some(parent) = &caller {
+        ragq_common::telemetry::set_remote_parent(&span, parent);
+    }
     run_job(job, delivery, attempt, last_attempt, deps, cancels)
         .instrument(span)
         .await;
+    drop(share);
 }
 
 async fn run_job(

@@ -105,6 +105,7 @@ impl Worker {
                 Duration::from_millis(cfg.batch_backoff_ms),
                 6,
             ),
+            tenant_jobs: job::limits::TenantJobs::new(usize::from(cfg.tenant_worker_jobs)),
             faults: None,
         });
         Ok(Worker {

@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ragq_common::telemetry::init();
+    let _telemetry = ragq_common::telemetry::init_service("ragq-worker");
     let cli = Cli::parse();
     let worker = Worker::start(cli.cfg).await?;
     let shutdown = CancellationToken::new();

@@ -76,8 +76,9 @@ pub struct WorkerMetrics {
     pub redeliveries: Counter,
     pub dead_undecodable: Counter,
     pub dead_delivery_limit: Counter,
-    /// Jobs of a newer format handed back for a newer worker (rolling upgrades).
-    pub handed_back: Counter,
+    /// Jobs handed back: of a newer format (rolling upgrades), of a tenant at its share.
+    pub handed_back_newer: Counter,
+    pub handed_back_share: Counter,
     in_flight: [Gauge; 3],
     prefetch: [Gauge; 3],
 }
@@ -98,7 +99,8 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         redeliveries: counter!(m::REDELIVERIES),
         dead_undecodable: counter!(m::DEAD_LETTERS, "reason" => DEAD_UNDECODABLE),
         dead_delivery_limit: counter!(m::DEAD_LETTERS, "reason" => DEAD_DELIVERY_LIMIT),
-        handed_back: counter!(m::HANDED_BACK),
+        handed_back_newer: counter!(m::HANDED_BACK, "reason" => "newer_format"),
+        handed_back_share: counter!(m::HANDED_BACK, "reason" => "tenant_share"),
         in_flight: Lane::ALL.map(|l| gauge!(m::JOBS_IN_FLIGHT, "lane" => l.as_str())),
         prefetch: Lane::ALL.map(|l| gauge!(m::PREFETCH_LIMIT, "lane" => l.as_str())),
     }

@@ -8,7 +8,7 @@ use ragq_common::providers::Providers;
 use sqlx::PgPool;
 
 use super::faults::FaultHook;
-use super::limits::{BatchLimits, Limits};
+use super::limits::{BatchLimits, Limits, TenantJobs};
 use crate::search::common_terms::CommonTerms;
 
 /// The job's dependencies: database, model clients, key ring, event bus and limits.
@@ -26,6 +26,8 @@ pub struct Deps {
     pub delivery_limit: u32,
     /// Per-tenant concurrency and 429 backoff of batch lines (see `jobs::batch_line`).
     pub batch: BatchLimits,
+    /// Each tenant's share of the interactive slots (`RAGQ_TENANT_WORKER_JOBS`).
+    pub tenant_jobs: TenantJobs,
     /// Test-only fault injection; always `None` in production (see [`super::faults`]).
     pub faults: Option<FaultHook>,
     /// The newest job format this worker runs: [`ragq_common::job::JOB_VERSION`], lower only in
