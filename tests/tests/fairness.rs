@@ -10,6 +10,10 @@ use futures::StreamExt;
 use ragq_cli::admin::{self, NewChat, NewModel};
 use ragq_common::tenant_limits::Change;
 use ragq_tests::{EnvOptions, TestEnv, parse_sse};
+
+/// The tests of this file run one at a time: the flood test measures latency, and the others'
+/// load would be measured with it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 use serde_json::{Value, json};
 
 /// A tenant of its own with the chat models `sim`, `sim-medium` and `sim-b` (first text after
@@ -218,6 +222,7 @@ fn flood(
 /// jobs would take every one of them and B would queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flooding_tenant_does_not_slow_another() {
+    let _serial = SERIAL.lock().await;
     let env = Arc::new(
         TestEnv::start(EnvOptions {
             prefetch: Some(8),
@@ -393,6 +398,7 @@ async fn a_flooding_tenant_does_not_slow_another() {
 /// process sees the same slots; the OpenAI endpoint answers the refusal OpenAI's way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_slots_are_released_and_shared_by_replicas() {
+    let _serial = SERIAL.lock().await;
     let env = TestEnv::start(EnvOptions::default()).await;
     let (second, _stop) = env.spawn_api("second").await;
     let a = tenant(&env, "capped", "sim-medium", Change::Keep, Change::Set(1)).await;
@@ -468,6 +474,7 @@ async fn concurrency_slots_are_released_and_shared_by_replicas() {
 /// affected; the set-tenant-limits command prints what it stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_is_per_tenant_and_shared() {
+    let _serial = SERIAL.lock().await;
     let env = TestEnv::start(EnvOptions::default()).await;
     let (second, _stop) = env.spawn_api("second").await;
     let r = tenant(&env, "rated", "sim", Change::Set(3), Change::Keep).await;
@@ -563,6 +570,7 @@ async fn rate_limit_is_per_tenant_and_shared() {
 /// ingress cap at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_leaves_slots_to_other_tenants() {
+    let _serial = SERIAL.lock().await;
     let env = TestEnv::start(EnvOptions {
         prefetch: Some(4),
         tenant_worker_jobs: Some(2),
