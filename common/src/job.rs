@@ -246,10 +246,27 @@ mod tests {
     #[test]
     fn rejects_other_versions_and_garbage() {
         let mut j = job();
+        // Newer than this build: handed back for a newer worker, not refused as garbage.
         j.v = 99;
         assert!(matches!(
             Job::decode(&j.encode()),
-            Err(JobDecodeError::Version(99))
+            Err(JobDecodeError::Newer {
+                version: 99,
+                max: JOB_VERSION
+            })
+        ));
+        // A build playing an older one reads only up to its version.
+        j.v = JOB_VERSION;
+        assert!(matches!(
+            Job::decode_up_to(&j.encode(), JOB_VERSION - 1),
+            Err(JobDecodeError::Newer { .. })
+        ));
+        assert!(Job::decode_up_to(&j.encode(), JOB_VERSION).is_ok());
+        // Older than any build still reads.
+        j.v = MIN_JOB_VERSION - 1;
+        assert!(matches!(
+            Job::decode(&j.encode()),
+            Err(JobDecodeError::Version(0))
         ));
         assert!(matches!(
             Job::decode(b"not json"),

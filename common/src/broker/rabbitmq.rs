@@ -373,27 +373,12 @@ impl JobPublisher for RabbitMq {
             None => props,
         };
         let queue = self.topology.queue(lane);
-        let attempt = async {
-            let confirm = self
-                .publish_channel
-                .basic_publish(
-                    ShortString::from(""),
-                    ShortString::from(queue),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &payload,
-                    props,
-                )
-                .await
-                .map_err(proto)?;
-            let confirmation = confirm.await.map_err(proto)?;
-            if confirmation.is_nack() || confirmation.take_message().is_some() {
-                return Err(BrokerError::Nacked);
-            }
-            Ok(())
-        };
+        let attempt = publish_confirmed(
+            &self.publish_channel,
+            ShortString::from(queue),
+            &payload,
+            props,
+        );
         match tokio::time::timeout(self.confirm_timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(BrokerError::ConfirmTimeout(
@@ -623,26 +608,37 @@ impl Settle for RabbitSettle {
             .clone()
             .with_headers(headers)
             .with_expiration(ShortString::from(ttl_ms.max(1).to_string()));
-        let confirm = self
-            .channel
-            .basic_publish(
-                ShortString::from(""),
-                self.queue.clone(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                payload,
-                props,
-            )
-            .await
-            .map_err(proto)?;
-        let confirmation = confirm.await.map_err(proto)?;
-        if confirmation.is_nack() || confirmation.take_message().is_some() {
-            return Err(BrokerError::Nacked);
-        }
+        publish_confirmed(&self.channel, self.queue.clone(), payload, props).await?;
         self.ack().await
     }
+}
+
+/// Publishes to `queue` (default exchange, mandatory) on a channel in confirm mode and waits
+/// for the broker's confirm: a nack or an unroutable return is [`BrokerError::Nacked`].
+async fn publish_confirmed(
+    channel: &Channel,
+    queue: ShortString,
+    payload: &[u8],
+    props: BasicProperties,
+) -> Result<(), BrokerError> {
+    let confirm = channel
+        .basic_publish(
+            ShortString::from(""),
+            queue,
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            payload,
+            props,
+        )
+        .await
+        .map_err(proto)?;
+    let confirmation = confirm.await.map_err(proto)?;
+    if confirmation.is_nack() || confirmation.take_message().is_some() {
+        return Err(BrokerError::Nacked);
+    }
+    Ok(())
 }
 
 fn traceparent(props: &BasicProperties) -> Option<String> {
