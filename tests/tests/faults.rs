@@ -147,11 +147,12 @@ async fn poison_jobs_are_dead_lettered_and_replayable() {
     let broker = broker(&env).await;
     // Garbage, and a job of a version this build does not know, straight onto the queue.
     let channel_probe = broker.clone();
-    let mut future_job = serde_json::to_value(fake_job(&env, None)).unwrap();
-    future_job["v"] = json!(99);
+    let mut unreadable_job = serde_json::to_value(fake_job(&env, None)).unwrap();
+    // Older than any build reads (a newer one would be handed back for a newer worker instead).
+    unreadable_job["v"] = json!(ragq_common::job::MIN_JOB_VERSION - 1);
     for payload in [
         b"not json at all".to_vec(),
-        serde_json::to_vec(&future_job).unwrap(),
+        serde_json::to_vec(&unreadable_job).unwrap(),
     ] {
         raw_publish(
             &channel_probe,
