@@ -14,20 +14,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-        BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
-        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
-use super::{BrokerError, Delivery, JobConsumer, JobPublisher, QueueStats, Settle};
+use super::{BrokerError, JobPublisher, QueueStats};
 use crate::job::{Job, Lane};
 use crate::tls::TlsRoots;
+
+mod delivery;
+
+pub use delivery::{ConsumerHealth, DeadLetter, RabbitConsumer};
+use delivery::{death_reason, publish_confirmed};
 
 /// Names and limits of the queue topology.
 #[derive(Clone, Debug)]
@@ -502,206 +505,5 @@ impl JobPublisher for Supervised {
     }
     async fn depth(&self, lane: Lane) -> Result<u32, BrokerError> {
         self.current().depth(lane).await
-    }
-}
-
-/// A job in the dead-letter queue.
-pub struct DeadLetter {
-    pub payload: Vec<u8>,
-    /// Why it was dead-lettered (`rejected`, `delivery_limit`, `expired` …).
-    pub reason: String,
-}
-
-fn death_reason(props: &BasicProperties) -> String {
-    let deaths = props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-death").cloned());
-    if let Some(AMQPValue::FieldArray(arr)) = deaths
-        && let Some(AMQPValue::FieldTable(first)) = arr.as_slice().first()
-        && let Some(AMQPValue::LongString(reason)) = first.inner().get("reason")
-    {
-        return reason.to_string();
-    }
-    "unknown".into()
-}
-
-/// Consumes one lane.
-pub struct RabbitConsumer {
-    channel: Channel,
-    consumer: lapin::Consumer,
-}
-
-impl RabbitConsumer {
-    /// A handle that tells, after the consumer was handed off, whether its channel is still open.
-    pub fn health(&self) -> ConsumerHealth {
-        ConsumerHealth {
-            channel: self.channel.clone(),
-        }
-    }
-}
-
-/// See [`RabbitConsumer::health`].
-#[derive(Clone)]
-pub struct ConsumerHealth {
-    channel: Channel,
-}
-
-impl ConsumerHealth {
-    /// True while the consumer's channel is open (false while lapin is recovering it, and for
-    /// good when recovery failed).
-    pub fn is_connected(&self) -> bool {
-        self.channel.status().connected()
-    }
-}
-
-struct RabbitSettle {
-    acker: lapin::Acker,
-    /// For [`Settle::hand_back`]: the consumer's channel (in confirm mode), the queue the job
-    /// came from and its properties.
-    channel: Channel,
-    queue: ShortString,
-    properties: BasicProperties,
-}
-
-#[async_trait]
-impl Settle for RabbitSettle {
-    async fn ack(&self) -> Result<(), BrokerError> {
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(proto)
-    }
-    async fn requeue(&self) -> Result<(), BrokerError> {
-        self.acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await
-            .map(|_| ())
-            .map_err(proto)
-    }
-    async fn dead_letter(&self) -> Result<(), BrokerError> {
-        self.acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await
-            .map(|_| ())
-            .map_err(proto)
-    }
-    async fn hand_back(&self, payload: &[u8], ttl_ms: i64) -> Result<(), BrokerError> {
-        // The broker's own delivery headers are not the publisher's to send again.
-        let mut headers = self.properties.headers().clone().unwrap_or_default();
-        let kept: Vec<_> = headers
-            .inner()
-            .iter()
-            .filter(|(k, _)| !k.as_str().starts_with("x-"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        headers = FieldTable::default();
-        for (k, v) in kept {
-            headers.insert(k, v);
-        }
-        let props = self
-            .properties
-            .clone()
-            .with_headers(headers)
-            .with_expiration(ShortString::from(ttl_ms.max(1).to_string()));
-        publish_confirmed(&self.channel, self.queue.clone(), payload, props).await?;
-        self.ack().await
-    }
-}
-
-/// Publishes to `queue` (default exchange, mandatory) on a channel in confirm mode and waits
-/// for the broker's confirm: a nack or an unroutable return is [`BrokerError::Nacked`].
-async fn publish_confirmed(
-    channel: &Channel,
-    queue: ShortString,
-    payload: &[u8],
-    props: BasicProperties,
-) -> Result<(), BrokerError> {
-    let confirm = channel
-        .basic_publish(
-            ShortString::from(""),
-            queue,
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            payload,
-            props,
-        )
-        .await
-        .map_err(proto)?;
-    let confirmation = confirm.await.map_err(proto)?;
-    if confirmation.is_nack() || confirmation.take_message().is_some() {
-        return Err(BrokerError::Nacked);
-    }
-    Ok(())
-}
-
-fn traceparent(props: &BasicProperties) -> Option<String> {
-    match props
-        .headers()
-        .as_ref()?
-        .inner()
-        .get(crate::trace::HEADER)?
-    {
-        AMQPValue::LongString(s) => Some(s.to_string()),
-        _ => None,
-    }
-}
-
-fn delivery_count(props: &BasicProperties) -> u32 {
-    props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-delivery-count").cloned())
-        .and_then(|v| match v {
-            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
-            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
-            AMQPValue::LongUInt(n) => Some(n),
-            AMQPValue::ShortInt(n) => u32::try_from(n).ok(),
-            AMQPValue::ShortUInt(n) => Some(u32::from(n)),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
-#[async_trait]
-impl JobConsumer for RabbitConsumer {
-    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        loop {
-            match self.consumer.next().await? {
-                Ok(d) => {
-                    return Some(Ok(Delivery {
-                        delivery_count: delivery_count(&d.properties),
-                        message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
-                        traceparent: traceparent(&d.properties),
-                        death_reason: d
-                            .properties
-                            .headers()
-                            .as_ref()
-                            .is_some_and(|h| h.inner().contains_key("x-death"))
-                            .then(|| death_reason(&d.properties)),
-                        redelivered: d.redelivered,
-                        payload: d.data,
-                        settle: Box::new(RabbitSettle {
-                            acker: d.acker,
-                            channel: self.channel.clone(),
-                            queue: d.routing_key,
-                            properties: d.properties,
-                        }),
-                    }));
-                }
-                Err(err) => {
-                    // With auto-recovery the channel comes back; wait for it and go on.
-                    if let Err(e) = self.channel.wait_for_recovery(err).await {
-                        return Some(Err(proto(e)));
-                    }
-                }
-            }
-        }
     }
 }
