@@ -79,40 +79,4 @@ async fn no_key_sends_no_authorization() {
     assert_eq!(auth(&requests(&server).await[0]), None);
 }
 
-#[tokio::test]
-async fn empty_documents_make_no_call() {
-    let server = MockServer::start().await;
-    let scores = reranker(&format!("{}/v1", server.uri()), "k")
-        .rerank("q", &[])
-        .await
-        .expect("empty input is fine");
-    assert!(scores.is_empty());
-    assert!(requests(&server).await.is_empty());
-}
-
-async fn call(uri: String) -> Result<(), ProviderError> {
-    reranker(&format!("{uri}/v1"), "k")
-        .rerank("q", &strings(&["a", "b"]))
-        .await
-        .map(drop)
-}
-
-fn ok() -> ResponseTemplate {
-    ResponseTemplate::new(200)
-        .set_body_json(json!({"results": [{"index": 0, "relevance_score": 0.5}]}))
-}
-
-#[tokio::test]
-async fn retries_a_503() {
-    transient_status_is_retried(ROUTE, ok(), call).await;
-}
-
-#[tokio::test]
-async fn does_not_retry_a_400() {
-    client_error_is_not_retried(ROUTE, call).await;
-}
-
-#[tokio::test]
-async fn times_out_after_bounded_retries() {
-    hung_upstream_times_out(ROUTE, ok(), call).await;
-}
+row_contract_tests!("/v1", "k", 0, &["a", "b"]);
