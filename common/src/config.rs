@@ -24,10 +24,13 @@ pub struct DbConfig {
     pub max_connections: u32,
 }
 
-/// RabbitMQ.
+/// The job broker: RabbitMQ (default) or NATS JetStream.
 #[derive(Clone, Debug, Args)]
 pub struct BrokerConfig {
-    /// AMQP URL of RabbitMQ.
+    /// Which broker carries the jobs.
+    #[arg(long = "broker", env = "RAGQ_BROKER", value_enum, default_value_t = crate::broker::BrokerKind::Rabbitmq)]
+    pub kind: crate::broker::BrokerKind,
+    /// AMQP URL of RabbitMQ (`RAGQ_BROKER=rabbitmq`).
     #[arg(
         id = "amqp_url",
         long = "amqp-url",
@@ -35,7 +38,7 @@ pub struct BrokerConfig {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub url: String,
-    /// Prefix of queue and exchange names.
+    /// Prefix of queue and exchange names (NATS: of subjects; streams are named with `_` for `.`).
     #[arg(
         id = "queue_prefix",
         long = "queue-prefix",
@@ -68,10 +71,13 @@ impl BrokerConfig {
     }
 }
 
-/// Redis.
+/// The event bus: Redis (default) or NATS.
 #[derive(Clone, Debug, Args)]
 pub struct BusConfig {
-    /// Redis URL.
+    /// Which bus carries the answers' events, cancels and the ingress's shared state.
+    #[arg(long = "bus", env = "RAGQ_BUS", value_enum, default_value_t = crate::bus::BusKind::Redis)]
+    pub kind: crate::bus::BusKind,
+    /// Redis URL (`RAGQ_BUS=redis`).
     #[arg(
         id = "redis_url",
         long = "redis-url",
@@ -79,7 +85,7 @@ pub struct BusConfig {
         default_value = "redis://127.0.0.1:6379/"
     )]
     pub url: String,
-    /// Prefix of channel names (`{prefix}:stream:{job_id}`).
+    /// Prefix of channel names (Redis `{prefix}:stream:{job_id}`, NATS `{prefix}.stream.{job_id}`).
     #[arg(
         id = "channel_prefix",
         long = "channel-prefix",
@@ -87,4 +93,37 @@ pub struct BusConfig {
         default_value = "ragq"
     )]
     pub prefix: String,
+}
+
+/// NATS, for `RAGQ_BROKER=nats` and/or `RAGQ_BUS=nats` (one connection serves both).
+#[derive(Clone, Debug, Args)]
+pub struct NatsConfig {
+    /// NATS URL (`nats://host:4222`; `tls://` for TLS; `nats://user:pass@host` to authenticate).
+    #[arg(
+        id = "nats_url",
+        long = "nats-url",
+        env = "RAGQ_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+    /// How long JetStream waits for a worker's ack or progress heartbeat before it redelivers a
+    /// job, in ms (workers send a heartbeat every third of it while a job runs).
+    #[arg(long = "nats-ack-wait-ms", env = "RAGQ_NATS_ACK_WAIT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(300..=3_600_000))]
+    pub ack_wait_ms: u64,
+    /// Fleet-wide cap on unacknowledged jobs per lane (JetStream `max_ack_pending`); each
+    /// worker's own bound is its prefetch.
+    #[arg(long = "nats-max-ack-pending", env = "RAGQ_NATS_MAX_ACK_PENDING", default_value_t = 20_000,
+          value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub max_ack_pending: i64,
+    /// Replicas of every stream (1 on a single server, 3 in a cluster).
+    #[arg(long = "nats-replicas", env = "RAGQ_NATS_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+}
+
+impl NatsConfig {
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
 }

@@ -39,6 +39,7 @@ pub mod json;
 pub mod metrics;
 pub mod model;
 pub mod models;
+pub mod nats;
 pub mod openai_request;
 pub mod ownership;
 pub mod providers;

@@ -1,28 +1,29 @@
-//! Worker side of cancellation: one listener per worker process.
+//! Worker side of cancellation, whichever bus: one watcher per worker process keeps a token per
+//! running job and cancels it when the bus signals the job's id.
 //!
-//! Cancelling a job sets `{prefix}:cancelled:{job_id}` (so a worker that receives the job later
-//! skips it) and publishes the id on `{prefix}:cancel` (so the worker running it stops at once;
-//! see [`super::control::RedisControl::cancel`]). Each worker process listens on that channel
-//! with one connection ([`CancelWatcher`]) and keeps a token per running job.
+//! Cancelling a job (see [`super::control::Control::cancel`]) does two things: it leaves a
+//! *mark* (so a worker that receives the job later skips it) and sends a *signal* every worker
+//! hears (so the one running it stops at once). The bus's listener calls
+//! [`CancelWatcher::signal`]; [`CancelWatcher::watch`] asks the bus's [`CancelMarks`] whether
+//! the mark is there already.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures::StreamExt;
-use redis::aio::ConnectionManager;
+use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::BusError;
-use super::endpoint::RedisEndpoint;
-use super::keys::{cancel_channel, cancelled_key};
+/// Whether a job was marked cancelled (a Redis key, a NATS key-value entry).
+#[async_trait]
+pub trait CancelMarks: Send + Sync + 'static {
+    async fn is_cancelled(&self, job_id: Uuid) -> bool;
+}
 
-/// Worker side: one listener per process for cancel signals (see the module docs).
+/// Worker side: the tokens of the running jobs (see the module docs).
 #[derive(Clone)]
 pub struct CancelWatcher {
-    conn: ConnectionManager,
-    prefix: String,
+    marks: Arc<dyn CancelMarks>,
     tokens: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
 }
 
@@ -42,51 +43,23 @@ impl Drop for Watch {
 }
 
 impl CancelWatcher {
-    /// Connects and starts listening (reconnecting by itself if the connection drops).
-    pub async fn start(endpoint: &RedisEndpoint, prefix: &str) -> Result<Self, BusError> {
-        let client = endpoint.client().clone();
-        let conn = ConnectionManager::new(client.clone()).await?;
-        let watcher = CancelWatcher {
-            conn,
-            prefix: prefix.to_string(),
+    pub fn new(marks: Arc<dyn CancelMarks>) -> Self {
+        CancelWatcher {
+            marks,
             tokens: Arc::new(Mutex::new(HashMap::new())),
-        };
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(cancel_channel(prefix)).await?;
-        let tokens = watcher.tokens.clone();
-        let channel = cancel_channel(prefix);
-        tokio::spawn(async move {
-            loop {
-                {
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        let Ok(id) = std::str::from_utf8(msg.get_payload_bytes())
-                            .unwrap_or("")
-                            .parse::<Uuid>()
-                        else {
-                            continue;
-                        };
-                        if let Some(token) = tokens.lock().ok().and_then(|t| t.get(&id).cloned()) {
-                            token.cancel();
-                        }
-                    }
-                }
-                if Arc::strong_count(&tokens) <= 1 {
-                    return;
-                }
-                tracing::warn!("cancel listener lost its connection; reconnecting");
-                loop {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    if let Ok(mut p) = client.get_async_pubsub().await
-                        && p.subscribe(&channel).await.is_ok()
-                    {
-                        pubsub = p;
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(watcher)
+        }
+    }
+
+    /// A cancel signal for `job_id` arrived: stop it if it runs here.
+    pub fn signal(&self, job_id: Uuid) {
+        if let Some(token) = self.tokens.lock().ok().and_then(|t| t.get(&job_id).cloned()) {
+            token.cancel();
+        }
+    }
+
+    /// True while someone besides the listener holds the watcher (the listener stops after).
+    pub fn in_use(&self) -> bool {
+        Arc::strong_count(&self.tokens) > 1
     }
 
     /// Registers a job about to run. The token is already cancelled when the job was cancelled
@@ -96,12 +69,7 @@ impl CancelWatcher {
         if let Ok(mut t) = self.tokens.lock() {
             t.insert(job_id, token.clone());
         }
-        let mut conn = self.conn.clone();
-        let cancelled: Result<Option<String>, _> = redis::cmd("GET")
-            .arg(cancelled_key(&self.prefix, job_id))
-            .query_async(&mut conn)
-            .await;
-        if matches!(cancelled, Ok(Some(_))) {
+        if self.marks.is_cancelled(job_id).await {
             token.cancel();
         }
         Watch {

@@ -1,221 +1,55 @@
-//! Ingress side of job control, beside the event stream: reading a job's replay stream,
-//! remembering who owns a job, and cancelling it (see [`super::cancel`] for the worker's side).
+//! The ingress's side of job control, beside the event stream — one trait, whichever bus:
+//! reading a job's replay stream, who owns a job, cancelling it, which readers are attached
+//! to its stream, and the counters of the shared rate limits and tenant slots. Every api
+//! replica sees the same state (it lives in the bus's server, not in the process).
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::BusError;
-use super::endpoint::RedisEndpoint;
-use super::keys::{
-    CANCELLED_TTL_S, REPLAY_TTL_S, cancel_channel, cancelled_key, owner_key, rate_key, readers_key,
-    tenant_jobs_key, tenant_rate_key,
-};
-use super::replay;
 
-/// Replay reads, job ownership and cancel signals over one multiplexed, reconnecting connection.
-#[derive(Clone)]
-pub struct RedisControl {
-    conn: ConnectionManager,
-    prefix: String,
-}
-
-impl RedisControl {
-    pub async fn connect(endpoint: &RedisEndpoint, prefix: &str) -> Result<Self, BusError> {
-        Ok(RedisControl {
-            conn: ConnectionManager::new(endpoint.client().clone()).await?,
-            prefix: prefix.to_string(),
-        })
-    }
-
+/// Job control shared by every ingress replica (Redis keys, or NATS key-value buckets).
+#[async_trait]
+pub trait Control: Send + Sync + 'static {
     /// Raw events of a job's replay stream, in order (empty when it expired or never existed).
-    pub async fn replay(&self, job_id: Uuid) -> Result<Vec<Vec<u8>>, BusError> {
-        let mut conn = self.conn.clone();
-        replay::all(&mut conn, &self.prefix, job_id).await
-    }
-
+    async fn replay(&self, job_id: Uuid) -> Result<Vec<Vec<u8>>, BusError>;
     /// Records that `owner` (the tenant, and what stop/resume need to know) owns the job, for
     /// `ttl` plus the replay stream's lifetime.
-    pub async fn set_owner(
-        &self,
-        job_id: Uuid,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
-        let _: () = redis::cmd("SET")
-            .arg(owner_key(&self.prefix, job_id))
-            .arg(owner)
-            .arg("EX")
-            .arg(ttl.as_secs().max(1) + REPLAY_TTL_S as u64)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn owner(&self, job_id: Uuid) -> Result<Option<String>, BusError> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("GET")
-            .arg(owner_key(&self.prefix, job_id))
-            .query_async(&mut conn)
-            .await?)
-    }
-
+    async fn set_owner(&self, job_id: Uuid, owner: &str, ttl: Duration) -> Result<(), BusError>;
+    async fn owner(&self, job_id: Uuid) -> Result<Option<String>, BusError>;
     /// Cancels a job, queued or running: marks it (a worker that receives it later skips it)
     /// and tells every worker (the one running it stops at once).
-    pub async fn cancel(&self, job_id: Uuid) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
-        let _: () = redis::pipe()
-            .cmd("SET")
-            .arg(cancelled_key(&self.prefix, job_id))
-            .arg(1)
-            .arg("EX")
-            .arg(CANCELLED_TTL_S)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(cancel_channel(&self.prefix))
-            .arg(job_id.to_string())
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Marks reader `reader` as attached to the job's stream until `ttl` from now (any ingress
-    /// process sees it; see [`readers_key`]).
-    pub async fn attach_reader(
-        &self,
-        job_id: Uuid,
-        reader: Uuid,
-        ttl: Duration,
-    ) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
-        let key = readers_key(&self.prefix, job_id);
-        let until = crate::now_ms() + ttl.as_millis() as i64;
-        let _: () = redis::pipe()
-            .cmd("ZADD")
-            .arg(&key)
-            .arg(until)
-            .arg(reader.to_string())
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl.as_millis() as u64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
+    async fn cancel(&self, job_id: Uuid) -> Result<(), BusError>;
+    /// Marks reader `reader` as attached to the job's stream until `ttl` from now.
+    async fn attach_reader(&self, job_id: Uuid, reader: Uuid, ttl: Duration)
+    -> Result<(), BusError>;
     /// Removes reader `reader` from the job's attached readers.
-    pub async fn detach_reader(&self, job_id: Uuid, reader: Uuid) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
-        let _: () = redis::cmd("ZREM")
-            .arg(readers_key(&self.prefix, job_id))
-            .arg(reader.to_string())
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// How many readers are attached to the job's stream now, on every ingress process
-    /// (expired attachments are dropped first).
-    pub async fn attached_readers(&self, job_id: Uuid) -> Result<u64, BusError> {
-        let mut conn = self.conn.clone();
-        let key = readers_key(&self.prefix, job_id);
-        let (n,): (u64,) = redis::pipe()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&key)
-            .arg("-inf")
-            .arg(crate::now_ms())
-            .ignore()
-            .cmd("ZCARD")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await?;
-        Ok(n)
-    }
-
-    /// Counts one request of `token_id` in the fixed window `window` (its number since the epoch)
-    /// and returns the window's count so far, across every api replica (`INCR` + `EXPIRE`).
-    pub async fn count_request(
-        &self,
-        token_id: &str,
-        window: u64,
-        window_s: u64,
-    ) -> Result<u64, BusError> {
-        let mut conn = self.conn.clone();
-        let key = rate_key(&self.prefix, token_id, window);
-        let (count,): (u64,) = redis::pipe()
-            .cmd("INCR")
-            .arg(&key)
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(window_s * 2)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(count)
-    }
-
-    /// Admits one job of `tenant_id` against its limits, atomically across every api replica
-    /// (one Lua script): first the concurrency cap (`max_jobs`; expired entries are dropped
-    /// before counting), then the rate in the fixed window `window` of `window_s` seconds. Only
-    /// an admitted job is counted and takes a slot (the job id, scored by `until_ms`). `None`
-    /// for a limit = unlimited.
-    pub async fn admit_tenant_job(
+    async fn detach_reader(&self, job_id: Uuid, reader: Uuid) -> Result<(), BusError>;
+    /// How many readers are attached to the job's stream now, on every ingress process.
+    async fn attached_readers(&self, job_id: Uuid) -> Result<u64, BusError>;
+    /// Counts one request of `token_id` in the fixed window `window` (its number since the
+    /// epoch) of `window_s` seconds; returns the window's count so far, across every replica.
+    async fn count_request(&self, token_id: &str, window: u64, window_s: u64)
+    -> Result<u64, BusError>;
+    /// Admits one job of `tenant_id` against its limits, atomically across every replica:
+    /// first the concurrency cap (`max_jobs`; entries past their `until_ms` do not count), then
+    /// the rate in the current fixed window. Only an admitted job is counted and takes a slot.
+    async fn admit_tenant_job(
         &self,
         tenant_id: &str,
         job_id: Uuid,
         until_ms: i64,
         limits: TenantJobLimits,
-    ) -> Result<TenantAdmission, BusError> {
-        static SCRIPT: std::sync::LazyLock<redis::Script> =
-            std::sync::LazyLock::new(|| redis::Script::new(ADMIT_TENANT_JOB));
-        let mut conn = self.conn.clone();
-        let now = crate::now_ms();
-        let window = u64::try_from(now / 1000).unwrap_or(0) / limits.window_s.max(1);
-        let (verdict, count): (i64, i64) = SCRIPT
-            .key(tenant_jobs_key(&self.prefix, tenant_id))
-            .key(tenant_rate_key(&self.prefix, tenant_id, window))
-            .arg(now)
-            .arg(limits.max_jobs.unwrap_or(0))
-            .arg(limits.rate.unwrap_or(0))
-            .arg(job_id.to_string())
-            .arg(until_ms)
-            .arg(limits.window_s * 2)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(match verdict {
-            1 => TenantAdmission::RateLimited,
-            2 => TenantAdmission::TooManyJobs(u64::try_from(count).unwrap_or(0)),
-            _ => TenantAdmission::Admitted,
-        })
-    }
-
+    ) -> Result<TenantAdmission, BusError>;
     /// Frees the slot job `job_id` took in its tenant's running jobs.
-    pub async fn release_tenant_job(&self, tenant_id: &str, job_id: Uuid) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
-        let _: () = redis::cmd("ZREM")
-            .arg(tenant_jobs_key(&self.prefix, tenant_id))
-            .arg(job_id.to_string())
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
+    async fn release_tenant_job(&self, tenant_id: &str, job_id: Uuid) -> Result<(), BusError>;
     /// True while the connection answers.
-    pub async fn ping(&self) -> bool {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .is_ok()
-    }
+    async fn ping(&self) -> bool;
 }
 
-/// The limits [`RedisControl::admit_tenant_job`] checks (`None` = unlimited).
+/// The limits [`Control::admit_tenant_job`] checks (`None` = unlimited).
 #[derive(Clone, Copy, Debug)]
 pub struct TenantJobLimits {
     pub rate: Option<u32>,
@@ -223,7 +57,7 @@ pub struct TenantJobLimits {
     pub max_jobs: Option<u32>,
 }
 
-/// What [`RedisControl::admit_tenant_job`] decided.
+/// What [`Control::admit_tenant_job`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TenantAdmission {
     Admitted,
@@ -233,28 +67,3 @@ pub enum TenantAdmission {
     TooManyJobs(u64),
 }
 
-/// KEYS[1] running jobs (sorted set), KEYS[2] the window's counter; ARGV now_ms, max_jobs,
-/// rate (0 = unlimited), job id, until_ms, counter TTL in seconds. Returns {verdict, count}:
-/// 0 admitted, 1 rate limited, 2 too many jobs (count = running jobs).
-const ADMIT_TENANT_JOB: &str = r"
-local now = tonumber(ARGV[1])
-local max_jobs = tonumber(ARGV[2])
-local rate = tonumber(ARGV[3])
-if max_jobs > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  local running = redis.call('ZCARD', KEYS[1])
-  if running >= max_jobs then return {2, running} end
-end
-if rate > 0 then
-  local n = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if n >= rate then return {1, n} end
-  redis.call('INCR', KEYS[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[6])
-end
-if max_jobs > 0 then
-  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[4])
-  local ttl = tonumber(ARGV[5]) - now
-  if ttl > 0 and redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-end
-return {0, 0}
-";

@@ -3,25 +3,26 @@
 //!
 //! Contract: the ingress subscribes to a job's channel *before* it publishes the job, so the first
 //! event cannot be missed; one subscriber connection per ingress process multiplexes every open
-//! stream. Redis is the implementation, split by side:
+//! stream; every event is also kept in the job's replay stream for a while (gap fill, resume).
 //!
-//! | module | side | what |
-//! | --- | --- | --- |
-//! | [`endpoint`] | both | the Redis URL and TLS roots → one `redis::Client` per process |
-//! | [`keys`] | both | every Redis name |
-//! | [`publisher`] | worker | events: replay stream append + publish |
-//! | [`cancel`] | worker | the cancel listener ([`cancel::CancelWatcher`]) |
-//! | [`subscriber`] | ingress | the one subscriber connection and its router |
-//! | [`control`] | ingress | replay reads, job owners, sending cancel |
-//! | [`replay`] | both | reading a job's replay stream |
+//! The api and the worker see only the traits — [`EventPublisher`], [`EventSubscriber`],
+//! [`control::Control`] and the [`cancel::CancelWatcher`] — made by [`connect_ingress`] and
+//! [`connect_worker`]; which bus is behind them is configuration (`RAGQ_BUS`):
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`control`] | the ingress's shared job state (trait) |
+//! | [`cancel`] | the worker's cancel tokens (backend-neutral) |
+//! | [`redis`] | Redis: pub/sub channels, Streams for replay, keys and Lua for state |
+//! | [`nats`] | NATS: core subjects, a JetStream stream for replay, key-value buckets for state |
 
 pub mod cancel;
 pub mod control;
-pub mod endpoint;
-pub mod keys;
-pub mod publisher;
-pub mod replay;
-pub mod subscriber;
+pub mod nats;
+pub mod redis;
+mod select;
+
+pub use select::{BusKind, IngressBus, WorkerBus, connect_ingress, connect_worker};
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +41,8 @@ pub enum BusError {
     Connection(String),
     #[error("event bus configuration: {0}")]
     Config(String),
+    #[error("event bus error: {0}")]
+    Nats(String),
 }
 
 /// Publishes a job's events (worker side).
@@ -59,6 +62,12 @@ pub trait EventSubscriber: Send + Sync + 'static {
     /// Returns once the subscription is active on the server: events published after this call
     /// returns are delivered.
     async fn subscribe(&self, job_id: Uuid) -> Result<Subscription, BusError>;
+    /// Number of open readers (streams) in this process.
+    fn open_streams(&self) -> usize;
+    /// Open readers of one job's channel in this process.
+    fn readers_of(&self, job_id: Uuid) -> usize;
+    /// True while the subscriber's connection is up (false while reconnecting).
+    fn is_connected(&self) -> bool;
 }
 
 /// Why a subscription ended without a terminal event.

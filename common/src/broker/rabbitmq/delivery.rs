@@ -12,13 +12,6 @@ use lapin::{
 use super::proto;
 use crate::broker::{BrokerError, Delivery, JobConsumer, Settle};
 
-/// A job in the dead-letter queue.
-pub struct DeadLetter {
-    pub payload: Vec<u8>,
-    /// Why it was dead-lettered (`rejected`, `delivery_limit`, `expired` …).
-    pub reason: String,
-}
-
 pub(super) fn death_reason(props: &BasicProperties) -> String {
     let deaths = props
         .headers()
@@ -37,29 +30,6 @@ pub(super) fn death_reason(props: &BasicProperties) -> String {
 pub struct RabbitConsumer {
     pub(super) channel: Channel,
     pub(super) consumer: lapin::Consumer,
-}
-
-impl RabbitConsumer {
-    /// A handle that tells, after the consumer was handed off, whether its channel is still open.
-    pub fn health(&self) -> ConsumerHealth {
-        ConsumerHealth {
-            channel: self.channel.clone(),
-        }
-    }
-}
-
-/// See [`RabbitConsumer::health`].
-#[derive(Clone)]
-pub struct ConsumerHealth {
-    channel: Channel,
-}
-
-impl ConsumerHealth {
-    /// True while the consumer's channel is open (false while lapin is recovering it, and for
-    /// good when recovery failed).
-    pub fn is_connected(&self) -> bool {
-        self.channel.status().connected()
-    }
 }
 
 struct RabbitSettle {
@@ -208,6 +178,67 @@ impl JobConsumer for RabbitConsumer {
                         return Some(Err(proto(e)));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A consumer that ends (`next` → `None`) when its subscription is dead: the [`super::Supervised`]
+/// connection was replaced, or the consumer's channel stayed closed for [`Watched::CLOSED_FOR`]
+/// — a consumer stream on a dead connection may simply never yield, so the worker would wait
+/// forever instead of subscribing again.
+pub(super) struct Watched {
+    supervised: super::Supervised,
+    subscribed_on: super::RabbitMq,
+    inner: RabbitConsumer,
+    closed_since: Option<tokio::time::Instant>,
+}
+
+impl Watched {
+    const CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+    const CLOSED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+    pub(super) fn new(
+        supervised: super::Supervised,
+        subscribed_on: super::RabbitMq,
+        inner: RabbitConsumer,
+    ) -> Self {
+        Watched {
+            supervised,
+            subscribed_on,
+            inner,
+            closed_since: None,
+        }
+    }
+
+    /// True when the subscription cannot come back by itself.
+    fn dead(&mut self) -> bool {
+        let replaced = !self.supervised.current().same_connection(&self.subscribed_on);
+        let closed = if self.inner.channel.status().connected() {
+            self.closed_since = None;
+            false
+        } else {
+            self.closed_since
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed()
+                > Self::CLOSED_FOR
+        };
+        if replaced || closed {
+            tracing::warn!(replaced, "subscription is dead; subscribing again");
+        }
+        replaced || closed
+    }
+}
+
+#[async_trait]
+impl JobConsumer for Watched {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        let mut check = tokio::time::interval(Self::CHECK_EVERY);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                d = self.inner.next() => return d,
+                _ = check.tick() => if self.dead() { return None },
             }
         }
     }

@@ -23,13 +23,14 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
-use super::{BrokerError, JobPublisher, QueueStats};
+use super::{Broker, BrokerError, DeadLetter, JobConsumer, JobPublisher, QueueStats};
 use crate::job::{Job, Lane};
 use crate::tls::TlsRoots;
 
 mod delivery;
 
-pub use delivery::{ConsumerHealth, DeadLetter, RabbitConsumer};
+pub use delivery::RabbitConsumer;
+use delivery::Watched;
 use delivery::{death_reason, publish_confirmed};
 
 /// Names and limits of the queue topology.
@@ -268,6 +269,28 @@ impl RabbitMq {
         Ok(q.message_count())
     }
 
+    /// Deletes the lanes' queues, the dead-letter and notice queues and the exchange.
+    pub async fn delete_topology(&self) -> Result<(), BrokerError> {
+        let channel = self.conn.create_channel().await.map_err(proto)?;
+        let t = &self.topology;
+        let queues = Lane::ALL
+            .iter()
+            .map(|l| t.queue(*l))
+            .chain([t.dead_letter_queue(), t.dead_notice_queue()]);
+        for q in queues {
+            channel
+                .queue_delete(ShortString::from(q), Default::default())
+                .await
+                .map_err(proto)?;
+        }
+        channel
+            .exchange_delete(ShortString::from(t.dead_letter_exchange()), Default::default())
+            .await
+            .map_err(proto)?;
+        let _ = channel.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
     /// Closes the connection (graceful shutdown).
     pub async fn close(&self) {
         let _ = self.conn.close(200, "bye".into()).await;
@@ -492,9 +515,42 @@ impl Supervised {
         self.current().is_connected()
     }
 
-    /// See [`RabbitMq::queue_stats`].
-    pub async fn queue_stats(&self, lane: Lane) -> Result<QueueStats, BrokerError> {
+}
+
+#[async_trait]
+impl Broker for Supervised {
+    fn is_connected(&self) -> bool {
+        self.current().is_connected()
+    }
+    async fn queue_stats(&self, lane: Lane) -> Result<QueueStats, BrokerError> {
         self.current().queue_stats(lane).await
+    }
+    async fn consume(
+        &self,
+        lane: Lane,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<Box<dyn JobConsumer>, BrokerError> {
+        let on = self.current();
+        let consumer = on.consume(lane, prefetch, tag).await?;
+        Ok(Box::new(Watched::new(self.clone(), on, consumer)))
+    }
+    async fn consume_dead_notices(&self, tag: &str) -> Result<Box<dyn JobConsumer>, BrokerError> {
+        let on = self.current();
+        let consumer = on.consume_dead_notices(tag).await?;
+        Ok(Box::new(Watched::new(self.clone(), on, consumer)))
+    }
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        self.current().dead_letters(limit).await
+    }
+    async fn replay_dead_letters(&self, only: Option<uuid::Uuid>) -> Result<usize, BrokerError> {
+        self.current().replay_dead_letters(only).await
+    }
+    async fn delete_topology(&self) -> Result<(), BrokerError> {
+        self.current().delete_topology().await
+    }
+    async fn close(&self) {
+        self.current().close().await;
     }
 }
 

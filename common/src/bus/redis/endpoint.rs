@@ -7,7 +7,7 @@
 
 use redis::{IntoConnectionInfo, ProtocolVersion};
 
-use super::BusError;
+use crate::bus::BusError;
 use crate::tls::TlsRoots;
 
 /// A validated Redis endpoint.

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use super::endpoint::RedisEndpoint;
 use super::keys::channel;
-use super::{BusError, Closed, EventSubscriber, ReaderState, Subscription};
+use crate::bus::{BusError, Closed, EventSubscriber, ReaderState, Subscription};
 
 /// How often the supervisor checks that the connection still answers.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -264,26 +264,6 @@ impl RedisSubscriber {
     pub fn connection_name(&self) -> &str {
         &self.name
     }
-
-    /// Number of open readers (streams) in this process.
-    pub fn open_streams(&self) -> usize {
-        self.shared.readers.load(Ordering::Relaxed)
-    }
-
-    /// Open readers of one job's channel in this process.
-    pub fn readers_of(&self, job_id: Uuid) -> usize {
-        let name = channel(&self.prefix, job_id);
-        self.shared
-            .routes
-            .lock()
-            .map(|r| r.get(&name).map_or(0, Vec::len))
-            .unwrap_or(0)
-    }
-
-    /// True while the connection is up (false while reconnecting).
-    pub fn is_connected(&self) -> bool {
-        self.shared.conn().is_some()
-    }
 }
 
 /// Keeps the connection alive: reconnects when it reports its loss or stops answering `PING`.
@@ -460,5 +440,25 @@ impl EventSubscriber for RedisSubscriber {
         // is what guarantees that this reader sees every event published after we return.
         conn.subscribe(&name).await?;
         Ok(Subscription::new(rx, state, Box::new(guard)))
+    }
+
+    /// Number of open readers (streams) in this process.
+    fn open_streams(&self) -> usize {
+        self.shared.readers.load(Ordering::Relaxed)
+    }
+
+    /// Open readers of one job's channel in this process.
+    fn readers_of(&self, job_id: Uuid) -> usize {
+        let name = channel(&self.prefix, job_id);
+        self.shared
+            .routes
+            .lock()
+            .map(|r| r.get(&name).map_or(0, Vec::len))
+            .unwrap_or(0)
+    }
+
+    /// True while the connection is up (false while reconnecting).
+    fn is_connected(&self) -> bool {
+        self.shared.conn().is_some()
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::endpoint::RedisEndpoint;
 use super::keys::{REPLAY_TTL_S, channel, replay_key};
 use super::replay;
-use super::{BusError, EventPublisher};
+use crate::bus::{BusError, EventPublisher};
 use crate::event::{EventBody, StreamEvent};
 
 /// Publishes over one multiplexed, reconnecting connection.

@@ -3,7 +3,7 @@
 use redis::aio::ConnectionLike;
 use uuid::Uuid;
 
-use super::BusError;
+use crate::bus::BusError;
 use super::keys::replay_key;
 
 fn payloads(reply: redis::streams::StreamRangeReply) -> Vec<Vec<u8>> {
