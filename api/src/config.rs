@@ -1,7 +1,7 @@
 //! Ingress settings (`RAGQ_*` environment variables or flags), validated at start.
 
 use clap::Args;
-use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::config::{BrokerConfig, BusConfig, DbConfig, NatsConfig};
 use ragq_common::tls::TlsConfig;
 
 #[derive(Clone, Debug, Args)]
@@ -12,6 +12,8 @@ pub struct ApiConfig {
     pub broker: BrokerConfig,
     #[command(flatten)]
     pub bus: BusConfig,
+    #[command(flatten)]
+    pub nats: NatsConfig,
     #[command(flatten)]
     pub tls: TlsConfig,
     /// Address to listen on.

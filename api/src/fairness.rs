@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ragq_common::bus::control::RedisControl;
+use ragq_common::bus::control::Control;
 use ragq_common::tenant_limits::Overrides;
 use uuid::Uuid;
 
@@ -81,7 +81,7 @@ impl LocalJobs {
 enum Held {
     /// In the tenant's Redis set (every replica counts it).
     Shared {
-        control: RedisControl,
+        control: Arc<dyn Control>,
         tenant: String,
         job_id: Uuid,
     },
@@ -105,7 +105,7 @@ impl TenantSlot {
         TenantSlot { held: None }
     }
 
-    pub fn shared(control: RedisControl, tenant: &str, job_id: Uuid) -> Self {
+    pub fn shared(control: Arc<dyn Control>, tenant: &str, job_id: Uuid) -> Self {
         TenantSlot {
             held: Some(Held::Shared {
                 control,

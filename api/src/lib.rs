@@ -36,12 +36,10 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
+use ragq_common::broker::Broker;
 use ragq_common::broker::BrokerError;
-use ragq_common::broker::rabbitmq::Supervised;
 use ragq_common::bus::BusError;
-use ragq_common::bus::control::RedisControl;
-use ragq_common::bus::endpoint::RedisEndpoint;
-use ragq_common::bus::subscriber::RedisSubscriber;
+use ragq_common::bus::EventSubscriber;
 use ragq_common::db::DbError;
 use ragq_common::tls::{TlsError, TlsRoots};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -67,7 +65,7 @@ pub enum ApiStartError {
 pub struct Api {
     listener: tokio::net::TcpListener,
     state: AppState,
-    broker: Supervised,
+    broker: Arc<dyn Broker>,
 }
 
 impl Api {
@@ -78,25 +76,17 @@ impl Api {
         std::sync::LazyLock::force(&observe::METRICS);
         let db = ragq_common::db::connect_and_migrate(&cfg.db, &roots).await?;
         let instance = cfg.instance();
-        let broker = Supervised::connect(
-            &cfg.broker.url,
-            cfg.broker.topology(),
-            &instance,
-            cfg.broker.publish_timeout(),
+        let broker =
+            ragq_common::broker::connect(&cfg.broker, &cfg.nats, &instance, &roots).await?;
+        let bus = ragq_common::bus::connect_ingress(
+            &cfg.bus,
+            &cfg.nats,
+            &format!("{instance}-sub"),
+            cfg.stream_buffer as usize,
             &roots,
         )
         .await?;
-        let redis = RedisEndpoint::new(&cfg.bus.url, &roots)?;
-        let events = RedisSubscriber::connect(
-            &redis,
-            &cfg.bus.prefix,
-            &format!("{instance}-sub"),
-            cfg.stream_buffer as usize,
-        )
-        .await?;
-        let control = RedisControl::connect(&redis, &cfg.bus.prefix).await?;
         let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
-        let probe = broker.clone();
         let queue_depth = Arc::new(std::sync::atomic::AtomicU32::new(0));
         tokio::spawn(watch_queue_depth(broker.clone(), queue_depth.clone()));
         let state = AppState {
@@ -106,13 +96,12 @@ impl Api {
             tenant_rate: Arc::default(),
             tenant_jobs: Arc::default(),
             db,
-            jobs: Arc::new(broker.clone()),
-            events,
-            control,
+            jobs: broker.clone(),
+            events: bus.events,
+            control: bus.control,
             queue_depth,
             shutting_down: tokio_util::sync::CancellationToken::new(),
             cfg: Arc::new(cfg),
-            broker_connected: Arc::new(move || probe.is_connected()),
         };
         Ok(Api {
             listener,
@@ -125,8 +114,8 @@ impl Api {
         self.listener.local_addr()
     }
 
-    /// The process's Redis subscriber (tests assert there is only one connection).
-    pub fn subscriber(&self) -> RedisSubscriber {
+    /// The process's bus subscriber (tests count its open streams).
+    pub fn subscriber(&self) -> Arc<dyn EventSubscriber> {
         self.state.events.clone()
     }
 
@@ -185,7 +174,7 @@ impl Api {
                 Ok(())
             }
         };
-        self.broker.current().close().await;
+        self.broker.close().await;
         result
     }
 }
@@ -196,7 +185,7 @@ const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 /// Refreshes the interactive queue depth twice a second for admission control (the broker is
 /// asked once per process, not once per request), and every lane's depth and consumer count
 /// for the `ragq_queue_depth` / `ragq_queue_consumers` gauges. Stops with the ingress.
-async fn watch_queue_depth(broker: Supervised, depth: Arc<std::sync::atomic::AtomicU32>) {
+async fn watch_queue_depth(broker: Arc<dyn Broker>, depth: Arc<std::sync::atomic::AtomicU32>) {
     use ragq_common::job::Lane;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use ragq_common::broker::JobPublisher;
-use ragq_common::bus::control::RedisControl;
-use ragq_common::bus::subscriber::RedisSubscriber;
+use ragq_common::broker::Broker;
+use ragq_common::bus::EventSubscriber;
+use ragq_common::bus::control::Control;
 use sqlx::PgPool;
 
 use crate::config::ApiConfig;
@@ -20,20 +20,19 @@ pub struct AppState {
     pub embed_rate: Arc<crate::caches::RateLimiter>,
     /// Each tenant's fairness limits, cached for a few seconds.
     pub tenant_limits: Arc<crate::fairness::LimitsCache>,
-    /// Fallback per-tenant job counts while Redis does not answer (rate, running jobs).
+    /// Fallback per-tenant job counts while the bus does not answer (rate, running jobs).
     pub tenant_rate: Arc<crate::caches::RateLimiter>,
     pub tenant_jobs: Arc<crate::fairness::LocalJobs>,
-    pub jobs: Arc<dyn JobPublisher>,
-    /// The process's one Redis subscriber connection.
-    pub events: RedisSubscriber,
-    /// Replay reads, job ownership and cancel signals.
-    pub control: RedisControl,
+    /// The broker (RabbitMQ or NATS JetStream).
+    pub jobs: Arc<dyn Broker>,
+    /// The process's one bus subscriber connection.
+    pub events: Arc<dyn EventSubscriber>,
+    /// Replay reads, job ownership, readers, shared rate counters and cancel signals.
+    pub control: Arc<dyn Control>,
     pub cfg: Arc<ApiConfig>,
     /// Interactive jobs waiting in the broker, refreshed in the background (admission control).
     pub queue_depth: Arc<std::sync::atomic::AtomicU32>,
     /// Fired when the shutdown grace is over: every open stream ends with a "resume elsewhere"
     /// event instead of being cut.
     pub shutting_down: tokio_util::sync::CancellationToken,
-    /// Tells readiness whether the broker connection is up.
-    pub broker_connected: Arc<dyn Fn() -> bool + Send + Sync>,
 }

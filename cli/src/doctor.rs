@@ -9,8 +9,10 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use ragq_common::bus::endpoint::RedisEndpoint;
-use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::broker::BrokerKind;
+use ragq_common::bus::BusKind;
+use ragq_common::bus::redis::endpoint::RedisEndpoint;
+use ragq_common::config::{BrokerConfig, BusConfig, DbConfig, NatsConfig};
 use ragq_common::tls::TlsRoots;
 use sqlx::PgPool;
 
@@ -118,11 +120,12 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// PostgreSQL, RabbitMQ and Redis, as the api and the workers reach them.
+/// PostgreSQL, the broker and the bus, as the api and the workers reach them.
 pub async fn services(
     db: &DbConfig,
     broker: &BrokerConfig,
     bus: &BusConfig,
+    nats: &NatsConfig,
     roots: &TlsRoots,
     limit: Duration,
 ) -> Vec<Check> {
@@ -150,49 +153,63 @@ pub async fn services(
         outcome: pg.map(|(v, t)| format!("server {v}, answered in {} ms", t.as_millis())),
     });
 
-    let amqp = timed(limit, async {
-        let mq = ragq_common::broker::rabbitmq::RabbitMq::connect(
-            &broker.url,
-            broker.topology(),
-            "ragq-doctor",
-            broker.publish_timeout(),
-            roots,
-        )
-        .await?;
+    let queues = timed(limit, async {
+        let mq = ragq_common::broker::connect(broker, nats, "ragq-doctor", roots).await?;
         let mut depths = Vec::new();
-        for lane in [
-            ragq_common::job::Lane::Interactive,
-            ragq_common::job::Lane::Batch,
-            ragq_common::job::Lane::Ingest,
-        ] {
-            use ragq_common::broker::JobPublisher;
-            depths.push(format!("{lane:?}={}", mq.depth(lane).await?).to_lowercase());
+        for lane in ragq_common::job::Lane::ALL {
+            depths.push(format!("{}={}", lane.as_str(), mq.depth(lane).await?));
         }
         mq.close().await;
         Ok::<_, ragq_common::broker::BrokerError>(depths.join(" "))
     })
     .await;
+    let broker_url = match broker.kind {
+        BrokerKind::Rabbitmq => &broker.url,
+        BrokerKind::Nats => &nats.url,
+    };
     checks.push(Check {
-        what: format!("rabbitmq {}", redact(&broker.url)),
-        outcome: amqp.map(|(d, t)| format!("queues declared, depth {d}; {} ms", t.as_millis())),
+        what: format!("{} {}", broker.kind.as_str(), redact(broker_url)),
+        outcome: queues.map(|(d, t)| format!("queues declared, depth {d}; {} ms", t.as_millis())),
     });
 
-    let redis = timed(limit, async {
-        let endpoint = RedisEndpoint::new(&bus.url, roots)?;
-        let pong = endpoint.ping().await?;
-        Ok::<_, ragq_common::bus::BusError>((pong, endpoint.is_tls()))
-    })
-    .await;
-    checks.push(Check {
-        what: format!("redis {}", redact(&bus.url)),
-        outcome: redis.map(|((pong, tls), t)| {
-            format!(
-                "{pong} (RESP2 and RESP3{}), {} ms",
-                if tls { ", TLS" } else { "" },
-                t.as_millis()
-            )
-        }),
-    });
+    match bus.kind {
+        BusKind::Redis => {
+            let redis = timed(limit, async {
+                let endpoint = RedisEndpoint::new(&bus.url, roots)?;
+                let pong = endpoint.ping().await?;
+                Ok::<_, ragq_common::bus::BusError>((pong, endpoint.is_tls()))
+            })
+            .await;
+            checks.push(Check {
+                what: format!("redis {}", redact(&bus.url)),
+                outcome: redis.map(|((pong, tls), t)| {
+                    format!(
+                        "{pong} (RESP2 and RESP3{}), {} ms",
+                        if tls { ", TLS" } else { "" },
+                        t.as_millis()
+                    )
+                }),
+            });
+        }
+        BusKind::Nats => {
+            let nats_bus = timed(limit, async {
+                let bus =
+                    ragq_common::bus::connect_ingress(bus, nats, "ragq-doctor", 1, roots).await?;
+                Ok::<_, ragq_common::bus::BusError>(bus.control.ping().await)
+            })
+            .await;
+            checks.push(Check {
+                what: format!("nats bus {}", redact(&nats.url)),
+                outcome: nats_bus.and_then(|(up, t)| {
+                    if up {
+                        Ok(format!("stream and buckets declared, {} ms", t.as_millis()))
+                    } else {
+                        Err("the server did not answer a ping".to_string())
+                    }
+                }),
+            });
+        }
+    }
     checks
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ragq_cli::admin::{self, NewChat, NewModel};
-use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::config::{BrokerConfig, BusConfig, DbConfig, NatsConfig};
 use ragq_common::providers::{Providers, Timeouts};
 use ragq_common::secret::SecretConfig;
 
@@ -22,6 +22,8 @@ struct Cli {
     #[command(flatten)]
     bus: BusConfig,
     #[command(flatten)]
+    nats: NatsConfig,
+    #[command(flatten)]
     tls: ragq_common::tls::TlsConfig,
     #[command(flatten)]
     secrets: SecretConfig,
@@ -33,7 +35,7 @@ struct Cli {
 enum Cmd {
     /// Apply database migrations and exit.
     Migrate,
-    /// Check the configuration: reach PostgreSQL, RabbitMQ and Redis, and call each model of a
+    /// Check the configuration: reach PostgreSQL, the broker and the bus, and call each model of a
     /// tenant (or of every tenant) once. One line per check; exits 1 if any check fails.
     Doctor {
         /// Only this tenant's models.
@@ -246,7 +248,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Migrate => println!("MIGRATED=1"),
         Cmd::Doctor { .. } => unreachable!("handled before connecting"),
         Cmd::DlqList { limit } => {
-            let broker = connect_broker(&cli.broker, &roots).await?;
+            let broker = connect_broker(&cli.broker, &cli.nats, &roots).await?;
             for dead in broker.dead_letters(limit).await? {
                 let line = match ragq_common::job::Job::decode(&dead.payload) {
                     Ok(job) => serde_json::json!({
@@ -262,13 +264,13 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::DlqReplay { job } => {
-            let broker = connect_broker(&cli.broker, &roots).await?;
+            let broker = connect_broker(&cli.broker, &cli.nats, &roots).await?;
             let n = broker.replay_dead_letters(job).await?;
             println!("REPLAYED={n}");
         }
         Cmd::EmbedToken { cmd } => embed_token(&db, cmd).await?,
         Cmd::Batch { cmd } => {
-            let code = batch(&cli.broker, &roots, &db, cmd).await?;
+            let code = batch(&cli.broker, &cli.nats, &roots, &db, cmd).await?;
             std::process::exit(code);
         }
         Cmd::CreateTenant { name } => {
@@ -412,6 +414,7 @@ async fn main() -> anyhow::Result<()> {
 /// `ragq batch …`: returns the exit code.
 async fn batch(
     broker: &BrokerConfig,
+    nats: &NatsConfig,
     roots: &ragq_common::tls::TlsRoots,
     db: &sqlx::PgPool,
     cmd: ragq_cli::batch::BatchCmd,
@@ -427,7 +430,7 @@ async fn batch(
     else {
         return Ok(batch::query(db, &cmd).await?);
     };
-    let broker = connect_broker(broker, roots).await?;
+    let broker = connect_broker(broker, nats, roots).await?;
     let args = run::RunArgs {
         file,
         chat_id: chat,
@@ -435,7 +438,7 @@ async fn batch(
         poll: std::time::Duration::from_millis(poll_ms.max(50)),
         progress: !no_progress,
     };
-    match run::run(db, &broker, &args).await {
+    match run::run(db, broker.as_ref(), &args).await {
         Ok(summary) => Ok(batch::report(&summary)),
         Err(batch::BatchError::BadLines(bad)) => {
             for e in &bad.0 {
@@ -449,17 +452,12 @@ async fn batch(
 
 async fn connect_broker(
     cfg: &BrokerConfig,
+    nats: &NatsConfig,
     roots: &ragq_common::tls::TlsRoots,
-) -> anyhow::Result<ragq_common::broker::rabbitmq::RabbitMq> {
-    ragq_common::broker::rabbitmq::RabbitMq::connect(
-        &cfg.url,
-        cfg.topology(),
-        "ragq-cli",
-        cfg.publish_timeout(),
-        roots,
-    )
-    .await
-    .context("RabbitMQ")
+) -> anyhow::Result<std::sync::Arc<dyn ragq_common::broker::Broker>> {
+    ragq_common::broker::connect(cfg, nats, "ragq-cli", roots)
+        .await
+        .with_context(|| format!("broker ({})", cfg.kind.as_str()))
 }
 
 /// `ragq doctor`: prints one line per check; true when all passed.
@@ -473,7 +471,7 @@ async fn doctor(
 ) -> anyhow::Result<bool> {
     use ragq_cli::doctor;
     let limit = std::time::Duration::from_secs(timeout_s.max(1));
-    let checks = doctor::services(&cli.db, &cli.broker, &cli.bus, roots, limit).await;
+    let checks = doctor::services(&cli.db, &cli.broker, &cli.bus, &cli.nats, roots, limit).await;
     let mut healthy = true;
     for c in &checks {
         println!("{c}");

@@ -28,7 +28,7 @@ pub struct DbConfig {
 #[derive(Clone, Debug, Args)]
 pub struct BrokerConfig {
     /// Which broker carries the jobs.
-    #[arg(long = "broker", env = "RAGQ_BROKER", value_enum, default_value_t = crate::broker::BrokerKind::Rabbitmq)]
+    #[arg(id = "broker", long = "broker", env = "RAGQ_BROKER", value_enum, default_value_t = crate::broker::BrokerKind::Rabbitmq)]
     pub kind: crate::broker::BrokerKind,
     /// AMQP URL of RabbitMQ (`RAGQ_BROKER=rabbitmq`).
     #[arg(
@@ -75,7 +75,7 @@ impl BrokerConfig {
 #[derive(Clone, Debug, Args)]
 pub struct BusConfig {
     /// Which bus carries the answers' events, cancels and the ingress's shared state.
-    #[arg(long = "bus", env = "RAGQ_BUS", value_enum, default_value_t = crate::bus::BusKind::Redis)]
+    #[arg(id = "bus", long = "bus", env = "RAGQ_BUS", value_enum, default_value_t = crate::bus::BusKind::Redis)]
     pub kind: crate::bus::BusKind,
     /// Redis URL (`RAGQ_BUS=redis`).
     #[arg(

@@ -2,18 +2,24 @@
 //! PostgreSQL database, its own RabbitMQ queue names and Redis channel prefix, an in-process
 //! upstream simulator, the real ingress and real workers — all on 127.0.0.1.
 //!
-//! Needs PostgreSQL, RabbitMQ and Redis on their default local ports (`scripts/test.sh` starts
-//! them). Override with `RAGQ_TEST_PG` (admin URL, no database), `RAGQ_TEST_AMQP`,
-//! `RAGQ_TEST_REDIS`.
+//! Needs PostgreSQL, RabbitMQ, Redis and NATS on their default local ports (`scripts/test.sh`
+//! starts them). Override with `RAGQ_TEST_PG` (admin URL, no database), `RAGQ_TEST_AMQP`,
+//! `RAGQ_TEST_REDIS`, `RAGQ_TEST_NATS`.
+//!
+//! **Which broker and bus** every environment uses is `RAGQ_TEST_BROKER` (`rabbitmq` | `nats`)
+//! and `RAGQ_TEST_BUS` (`redis` | `nats`): `scripts/test.sh` runs the end-to-end, fault and
+//! outage suites once per combination, the same tests each time.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use futures::StreamExt;
 use ragq_api::{Api, ApiConfig};
 use ragq_cli::admin::{self, NewChat, NewModel};
-use ragq_common::bus::subscriber::RedisSubscriber;
+use ragq_common::broker::{Broker, BrokerKind};
+use ragq_common::bus::{BusKind, EventSubscriber};
 use ragq_common::providers::{Providers, Timeouts};
 use ragq_common::secret::{SecretKey, SecretKeys};
 use ragq_common::tls::TlsRoots;
@@ -36,6 +42,30 @@ pub fn amqp_url() -> String {
 pub fn redis_url() -> String {
     std::env::var("RAGQ_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
+pub fn nats_url() -> String {
+    std::env::var("RAGQ_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The broker of this test run (`RAGQ_TEST_BROKER`, default RabbitMQ).
+pub fn broker_kind() -> BrokerKind {
+    match std::env::var("RAGQ_TEST_BROKER").as_deref() {
+        Ok("nats") => BrokerKind::Nats,
+        Ok("rabbitmq") | Err(_) => BrokerKind::Rabbitmq,
+        Ok(other) => panic!("RAGQ_TEST_BROKER={other}: rabbitmq or nats"),
+    }
+}
+
+/// The bus of this test run (`RAGQ_TEST_BUS`, default Redis).
+pub fn bus_kind() -> BusKind {
+    match std::env::var("RAGQ_TEST_BUS").as_deref() {
+        Ok("nats") => BusKind::Nats,
+        Ok("redis") | Err(_) => BusKind::Redis,
+        Ok(other) => panic!("RAGQ_TEST_BUS={other}: redis or nats"),
+    }
+}
+
+/// JetStream's ack wait in tests: a killed worker's job is redelivered after this long.
+pub const NATS_ACK_WAIT_MS: u64 = 2_000;
 
 /// Idle test queues are deleted by RabbitMQ after this long (and by [`TestEnv::stop`] at once).
 pub const QUEUE_EXPIRES_MS: u32 = 120_000;
@@ -63,6 +93,18 @@ struct WorkerArgs {
 }
 
 #[derive(Parser)]
+struct ProbeArgs {
+    #[command(flatten)]
+    broker: ragq_common::config::BrokerConfig,
+    #[command(flatten)]
+    bus: ragq_common::config::BusConfig,
+    #[command(flatten)]
+    nats: ragq_common::config::NatsConfig,
+    #[command(flatten)]
+    _tls: ragq_common::tls::TlsConfig,
+}
+
+#[derive(Parser)]
 struct ApiArgs {
     #[command(flatten)]
     cfg: ApiConfig,
@@ -83,6 +125,8 @@ pub struct EnvOptions {
     pub redis_url: Option<String>,
     /// AMQP URL of the api and workers (default [`amqp_url`]), e.g. another user and vhost.
     pub amqp_url: Option<String>,
+    /// NATS URL of the api and workers (default [`nats_url`]), e.g. a server the test restarts.
+    pub nats_url: Option<String>,
     /// Serve the simulator over HTTPS with this server configuration (its models get
     /// `https://localhost:PORT/v1` base URLs).
     pub sim_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -116,6 +160,7 @@ impl Default for EnvOptions {
             max_queue_depth: 10_000,
             redis_url: None,
             amqp_url: None,
+            nats_url: None,
             sim_tls: None,
             extra_ca_file: None,
             db_url_query: "",
@@ -139,7 +184,7 @@ pub struct TestEnv {
     pub chat_id: String,
     pub dataset_id: String,
     pub sim: SimHandle,
-    pub subscriber: RedisSubscriber,
+    pub subscriber: Arc<dyn EventSubscriber>,
     pub queue_prefix: String,
     pub http: reqwest::Client,
     /// The environment's `RAGQ_SECRET_KEY` (random per environment), given to its workers.
@@ -164,8 +209,11 @@ pub struct TestEnv {
 /// Where an environment's api and workers find their services.
 #[derive(Clone, Debug)]
 pub struct Services {
+    pub broker: BrokerKind,
+    pub bus: BusKind,
     pub redis_url: String,
     pub amqp_url: String,
+    pub nats_url: String,
     pub extra_ca_file: Option<PathBuf>,
 }
 
@@ -181,10 +229,18 @@ impl Services {
     /// Command-line arguments naming these services (for the api, workers and the `ragq` CLI).
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![
+            "--broker".to_string(),
+            self.broker.as_str().to_string(),
+            "--bus".to_string(),
+            self.bus.as_str().to_string(),
             "--amqp-url".to_string(),
             self.amqp_url.clone(),
             "--redis-url".to_string(),
             self.redis_url.clone(),
+            "--nats-url".to_string(),
+            self.nats_url.clone(),
+            "--nats-ack-wait-ms".to_string(),
+            NATS_ACK_WAIT_MS.to_string(),
         ];
         if let Some(ca) = &self.extra_ca_file {
             args.push("--extra-ca-file".into());
@@ -218,8 +274,11 @@ impl TestEnv {
         }
         .expect("simulator");
         let services = Services {
+            broker: broker_kind(),
+            bus: bus_kind(),
             redis_url: opts.redis_url.clone().unwrap_or_else(redis_url),
             amqp_url: opts.amqp_url.clone().unwrap_or_else(amqp_url),
+            nats_url: opts.nats_url.clone().unwrap_or_else(nats_url),
             extra_ca_file: opts.extra_ca_file.clone(),
         };
         let shutdown = CancellationToken::new();
@@ -497,7 +556,7 @@ impl TestEnv {
         }));
     }
 
-    /// Starts another api process (in-process, its own listener and Redis subscriber) of this
+    /// Starts another api process (in-process, its own listener and bus subscriber) of this
     /// environment; returns its URL and the token that shuts it down (gracefully, as SIGTERM).
     pub async fn spawn_api(&self, name: &str) -> (String, CancellationToken) {
         let token = self.shutdown.child_token();
@@ -510,15 +569,21 @@ impl TestEnv {
         (url, token)
     }
 
-    /// Like [`TestEnv::spawn_api`], with the api's Redis at `redis_url` (a proxy a test can cut).
-    pub async fn spawn_api_with_redis(
+    /// Starts another api whose bus connection (Redis or NATS, whichever this run uses) goes
+    /// through a TCP proxy; cancelling the returned `cut` token severs it as a lost server
+    /// would. Returns the api's URL, its shutdown token and `cut`.
+    pub async fn spawn_api_with_cuttable_bus(
         &self,
         name: &str,
-        redis_url: &str,
-    ) -> (String, CancellationToken) {
+    ) -> (String, CancellationToken, CancellationToken) {
+        let (flag, target, scheme) = match self.services.bus {
+            BusKind::Redis => ("--redis-url", redis_addr(), "redis"),
+            BusKind::Nats => ("--nats-url", host_port(&self.services.nats_url), "nats"),
+        };
+        let (proxy, cut) = tcp_proxy(target).await;
         let mut argv = self.api_argv.clone();
-        if let Some(i) = argv.iter().position(|a| a == "--redis-url") {
-            argv[i + 1] = redis_url.to_string();
+        if let Some(i) = argv.iter().position(|a| a == flag) {
+            argv[i + 1] = format!("{scheme}://{proxy}/");
         }
         let token = self.shutdown.child_token();
         let (url, _) = start_api(
@@ -527,7 +592,7 @@ impl TestEnv {
             token.clone(),
         )
         .await;
-        (url, token)
+        (url, token, cut)
     }
 
     /// Shuts the first api down as SIGTERM would (workers and other apis go on).
@@ -674,20 +739,126 @@ impl TestEnv {
         serde_json::from_str(&body).expect("json body")
     }
 
-    /// A broker client on this environment's queues (to inspect depth or the dead-letter queue).
-    pub async fn broker(&self) -> ragq_common::broker::rabbitmq::RabbitMq {
-        let mut t = ragq_common::broker::rabbitmq::Topology::new(self.queue_prefix.clone());
-        t.expires_ms = Some(QUEUE_EXPIRES_MS);
-        t.delivery_limit = self.delivery_limit;
-        ragq_common::broker::rabbitmq::RabbitMq::connect(
-            &amqp_url(),
-            t,
-            "test-probe",
-            Duration::from_secs(5),
-            &TlsRoots::public(),
+    /// A broker client on this environment's queues (to inspect depth or the dead-letter queue),
+    /// configured as the environment's processes are.
+    pub async fn broker(&self) -> Arc<dyn Broker> {
+        let p = self.probe_config();
+        ragq_common::broker::connect(&p.broker, &p.nats, "test-probe", &self.services.roots())
+            .await
+            .expect("broker probe")
+    }
+
+    /// The ingress side of this environment's bus (its shared job state, as an api sees it).
+    pub async fn ingress_bus(&self) -> ragq_common::bus::IngressBus {
+        let p = self.probe_config();
+        ragq_common::bus::connect_ingress(
+            &p.bus,
+            &p.nats,
+            "test-ingress-bus",
+            16,
+            &self.services.roots(),
         )
         .await
-        .expect("broker probe")
+        .expect("ingress bus")
+    }
+
+    /// The worker side of this environment's bus (to publish events as a worker would).
+    pub async fn worker_bus(&self) -> ragq_common::bus::WorkerBus {
+        let p = self.probe_config();
+        ragq_common::bus::connect_worker(&p.bus, &p.nats, "test-worker-bus", &self.services.roots())
+            .await
+            .expect("worker bus")
+    }
+
+    /// The broker, bus and NATS settings of this environment's processes.
+    fn probe_config(&self) -> ProbeArgs {
+        let mut argv = vec!["probe".to_string()];
+        argv.extend(self.services.args());
+        argv.extend(
+            [
+                "--queue-prefix",
+                &self.queue_prefix,
+                "--queue-expires-ms",
+                QUEUE_EXPIRES,
+                "--channel-prefix",
+                &self.queue_prefix,
+                "--delivery-limit",
+                &self.delivery_limit.to_string(),
+            ]
+            .map(String::from),
+        );
+        ProbeArgs::try_parse_from(argv).expect("probe args")
+    }
+
+    /// Publishes `payload` to the queue `{prefix}.{queue}` (e.g. `jobs.interactive`,
+    /// `jobs.dead`) without going through the api — what an old or broken publisher would
+    /// send — and waits for the broker's confirm. `message_id` labels it (the job id).
+    pub async fn raw_publish(&self, queue: &str, payload: &[u8], message_id: Option<&str>) {
+        let queue = format!("{}.{queue}", self.queue_prefix);
+        match self.services.broker {
+            BrokerKind::Rabbitmq => {
+                let conn = lapin::Connection::connect(
+                    &self.services.amqp_url,
+                    lapin::ConnectionProperties::default(),
+                )
+                .await
+                .expect("amqp");
+                let ch = conn.create_channel().await.expect("channel");
+                let mut props = lapin::BasicProperties::default().with_delivery_mode(2);
+                if let Some(id) = message_id {
+                    props = props.with_message_id(id.into());
+                }
+                ch.confirm_select(Default::default())
+                    .await
+                    .expect("confirms");
+                let confirm = ch
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        Default::default(),
+                        payload,
+                        props,
+                    )
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("publish confirm");
+                assert!(confirm.is_ack(), "the broker refused the message");
+                let _ = conn.close(200, "done".into()).await;
+            }
+            BrokerKind::Nats => {
+                let client = async_nats::connect(self.services.nats_url.as_str())
+                    .await
+                    .expect("nats");
+                let js = async_nats::jetstream::new(client);
+                let mut headers = async_nats::HeaderMap::new();
+                if let Some(id) = message_id {
+                    headers.insert("Ragq-Job-Id", id);
+                    headers.insert("Nats-Msg-Id", id);
+                }
+                js.publish_with_headers(queue, headers, payload.to_vec().into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("publish ack");
+            }
+        }
+    }
+
+    /// Waits (≤ 20 s) until `n` consumers are subscribed to the interactive lane.
+    pub async fn wait_for_consumers(&self, n: u32) {
+        let broker = self.broker().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let stats = broker
+                .queue_stats(ragq_common::job::Lane::Interactive)
+                .await
+                .expect("queue stats");
+            if stats.consumers >= n || tokio::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Redis `CLIENT LIST` lines whose name starts with `prefix`.
@@ -716,32 +887,35 @@ impl TestEnv {
     /// Stops api and workers (waits for workers to drain), deletes the test's queues and drops
     /// the database.
     pub async fn stop(self) {
+        let probe = self.probe_config();
         self.shutdown.cancel();
         for t in self.worker_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
-        // Quorum queues are Raft groups: hundreds of leftovers slow RabbitMQ for everyone.
-        // Every step of the teardown is bounded: a test must end even if a service stalls.
-        let queue_prefix = self.queue_prefix.clone();
+        // Quorum queues are Raft groups and streams are files: hundreds of leftovers slow the
+        // broker for everyone. Every step of the teardown is bounded: a test must end even if
+        // a service stalls.
+        let ProbeArgs {
+            broker, bus, nats, ..
+        } = probe;
+        let roots = self.services.roots();
         let cleanup = async move {
-            if let Ok(conn) =
-                lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-                    .await
+            if let Ok(b) =
+                ragq_common::broker::connect(&broker, &nats, "test-teardown", &roots).await
             {
-                if let Ok(ch) = conn.create_channel().await {
-                    for q in ["interactive", "batch", "ingest", "dead"] {
-                        let _ = ch
-                            .queue_delete(
-                                format!("{}.jobs.{q}", queue_prefix).into(),
-                                Default::default(),
-                            )
-                            .await;
-                    }
-                    let _ = ch
-                        .exchange_delete(format!("{}.dlx", queue_prefix).into(), Default::default())
-                        .await;
-                }
-                let _ = conn.close(200, "test done".into()).await;
+                let _ = b.delete_topology().await;
+                b.close().await;
+            }
+            if bus.kind == BusKind::Nats
+                && let Ok(b) = ragq_common::bus::nats::NatsBus::connect(
+                    &nats,
+                    &bus.prefix,
+                    "test-teardown",
+                    &roots,
+                )
+                .await
+            {
+                let _ = b.delete_all().await;
             }
         };
         let _ = tokio::time::timeout(TEARDOWN_STEP, cleanup).await;
@@ -795,22 +969,23 @@ pub async fn tcp_proxy(target: String) -> (std::net::SocketAddr, CancellationTok
 
 /// `host:port` of [`redis_url`].
 pub fn redis_addr() -> String {
-    let url = redis_url();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    host_port(&redis_url())
+}
+
+/// `host:port` of a service URL (credentials and path dropped).
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    rest.split('/')
-        .next()
-        .unwrap_or("127.0.0.1:6379")
-        .to_string()
+    rest.split('/').next().unwrap_or(rest).to_string()
 }
 
 /// Builds and runs an api from `argv` named `instance` until `shutdown` fires; returns its URL
-/// and Redis subscriber.
+/// and bus subscriber.
 async fn start_api(
     argv: &[String],
     instance: &str,
     shutdown: CancellationToken,
-) -> (String, RedisSubscriber) {
+) -> (String, Arc<dyn EventSubscriber>) {
     let mut argv = argv.to_vec();
     argv.extend(["--instance".to_string(), instance.to_string()]);
     let api_args = ApiArgs::try_parse_from(argv).expect("api args");

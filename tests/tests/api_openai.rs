@@ -2,7 +2,6 @@
 //! end: streamed chunks, the final chunk's usage/reference, the non-stream body, conversations,
 //! and OpenAI-style errors (HTTP 4xx/5xx + `{"error": {…}}`) that make the `openai` SDK raise.
 
-use ragq_common::broker::JobPublisher;
 use ragq_common::job::Lane;
 use ragq_tests::{EnvOptions, TestEnv};
 use serde_json::{Value, json};

@@ -1,17 +1,14 @@
 //! A job whose workers are all killed (kill -9) reaches its delivery limit and is dead-lettered
-//! with nobody left to tell its client. The dead-letter exchange also routes a notice of it to
-//! `{prefix}.jobs.dead.notify`, and a live worker's notice consumer ends the client's stream with
-//! an error event at once — not at the relay's deadline. The dead-letter queue keeps its copy.
+//! with nobody left to tell its client. The broker also delivers a notice of it (RabbitMQ: the
+//! dead-letter exchange routes a copy to `{prefix}.jobs.dead.notify`; NATS: the dead-letter
+//! stream's shared `dead-notices` consumer), and a live worker's notice consumer ends the
+//! client's stream with an error event at once — not at the relay's deadline. The dead-letter
+//! queue keeps its copy.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ragq_common::broker::rabbitmq::{Supervised, Topology};
-use ragq_common::bus::endpoint::RedisEndpoint;
-use ragq_common::bus::publisher::RedisPublisher;
-use ragq_common::tls::TlsRoots;
-use ragq_tests::{EnvOptions, QUEUE_EXPIRES_MS, TestEnv, parse_sse};
+use ragq_tests::{EnvOptions, TestEnv, parse_sse};
 use tokio_util::sync::CancellationToken;
 
 const QUESTION: &str = "What is the delivery limit of the job queue?";
@@ -27,25 +24,8 @@ async fn a_job_whose_workers_are_killed_ends_its_stream_when_dead_lettered() {
     })
     .await;
     // A live worker's notice consumer (the lanes are served only by the processes killed below).
-    let roots = TlsRoots::public();
-    let mut topology = Topology::new(env.queue_prefix.clone());
-    topology.expires_ms = Some(QUEUE_EXPIRES_MS);
-    topology.delivery_limit = 2;
-    let broker = Supervised::connect(
-        &env.services.amqp_url,
-        topology,
-        "test-notices",
-        Duration::from_secs(5),
-        &roots,
-    )
-    .await
-    .expect("broker");
-    let endpoint = RedisEndpoint::new(&env.services.redis_url, &roots).expect("redis url");
-    let bus = Arc::new(
-        RedisPublisher::connect(&endpoint, &env.queue_prefix)
-            .await
-            .expect("redis"),
-    );
+    let broker = env.broker().await;
+    let bus = env.worker_bus().await.publisher;
     let stop = CancellationToken::new();
     tokio::spawn(ragq_worker::dead_notices::run(
         broker.clone(),

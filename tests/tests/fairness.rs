@@ -254,7 +254,7 @@ async fn a_flooding_tenant_does_not_slow_another() {
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let (most, on) = (most_slots.clone(), sampling.clone());
-        let key = ragq_common::bus::keys::tenant_jobs_key(&env.queue_prefix, &a.id);
+        let key = ragq_common::bus::redis::keys::tenant_jobs_key(&env.queue_prefix, &a.id);
         let client = redis::Client::open(env.services.redis_url.as_str()).unwrap();
         tokio::spawn(async move {
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();

@@ -5,27 +5,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ragq_common::broker::JobPublisher;
-use ragq_common::broker::rabbitmq::{RabbitMq, Topology};
 use ragq_common::job::{JOB_VERSION, Job, JobKind, Lane};
-use ragq_tests::{EnvOptions, TestEnv, amqp_url};
+use ragq_tests::{EnvOptions, TestEnv};
 use serde_json::{Value, json};
 
 const QUESTION: &str = "What is the delivery limit of the job queue?";
-
-async fn broker(env: &TestEnv) -> RabbitMq {
-    let mut t = Topology::new(env.queue_prefix.clone());
-    t.expires_ms = Some(ragq_tests::QUEUE_EXPIRES_MS);
-    RabbitMq::connect(
-        &amqp_url(),
-        t,
-        "test-probe",
-        Duration::from_secs(5),
-        &ragq_common::tls::TlsRoots::public(),
-    )
-    .await
-    .unwrap()
-}
 
 fn is_complete(events: &[Value]) -> bool {
     events.len() >= 2
@@ -56,7 +40,7 @@ async fn worker_killed_mid_stream_loses_nothing() {
     let session = env.create_session(&chat).await;
     let mut victim = env.spawn_worker_process("victim");
     let mut survivor = env.spawn_worker_process("survivor");
-    wait_for_consumers(&env, 2).await;
+    env.wait_for_consumers(2).await;
 
     let started = Instant::now();
     let streams =
@@ -105,7 +89,7 @@ async fn sigterm_drains_in_flight_jobs() {
     let chat = env.chat_with_model("medium", "sim-medium").await;
     let session = env.create_session(&chat).await;
     let mut worker = env.spawn_worker_process("draining");
-    wait_for_consumers(&env, 1).await;
+    env.wait_for_consumers(1).await;
 
     let streams =
         futures::future::join_all((0..200).map(|_| env.ask_stream(&chat, &session, QUESTION)));
@@ -144,9 +128,8 @@ async fn sigterm_drains_in_flight_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_jobs_are_dead_lettered_and_replayable() {
     let env = TestEnv::start(EnvOptions::default()).await;
-    let broker = broker(&env).await;
+    let broker = env.broker().await;
     // Garbage, and a job of a version this build does not know, straight onto the queue.
-    let channel_probe = broker.clone();
     let mut unreadable_job = serde_json::to_value(fake_job(&env, None)).unwrap();
     // Older than any build reads (a newer one would be handed back for a newer worker instead).
     unreadable_job["v"] = json!(ragq_common::job::MIN_JOB_VERSION - 1);
@@ -154,13 +137,7 @@ async fn poison_jobs_are_dead_lettered_and_replayable() {
         b"not json at all".to_vec(),
         serde_json::to_vec(&unreadable_job).unwrap(),
     ] {
-        raw_publish(
-            &channel_probe,
-            &env.queue_prefix,
-            "jobs.interactive",
-            &payload,
-        )
-        .await;
+        env.raw_publish("jobs.interactive", &payload, None).await;
     }
     let session = env.create_session(&env.chat_id).await;
     let answers =
@@ -186,7 +163,8 @@ async fn poison_jobs_are_dead_lettered_and_replayable() {
 
     // A valid job that ended in the dead-letter queue is replayed and answered.
     let job = fake_job(&env, Some(session.clone()));
-    raw_publish(&broker, &env.queue_prefix, "jobs.dead", &job.encode()).await;
+    env.raw_publish("jobs.dead", &job.encode(), Some(&job.id.to_string()))
+        .await;
     assert_eq!(broker.replay_dead_letters(Some(job.id)).await.unwrap(), 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -285,34 +263,6 @@ async fn a_client_that_never_reads_is_cut_off() {
     env.stop().await;
 }
 
-/// Waits until `n` consumers are attached to the interactive queue (bounded).
-async fn wait_for_consumers(env: &TestEnv, n: u32) {
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let q = ch
-            .queue_declare(
-                format!("{}.jobs.interactive", env.queue_prefix).into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        if q.consumer_count() >= n {
-            break;
-        }
-        assert!(Instant::now() < deadline, "workers never started consuming");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = conn.close(200, "done".into()).await;
-}
-
 fn fake_job(env: &TestEnv, session: Option<String>) -> Job {
     Job {
         v: JOB_VERSION,
@@ -329,29 +279,6 @@ fn fake_job(env: &TestEnv, session: Option<String>) -> Job {
         params: Value::Null,
         trace: None,
     }
-}
-
-/// Publishes raw bytes to `{prefix}.{queue}` with confirms, bypassing ragq's publisher.
-async fn raw_publish(_broker: &RabbitMq, prefix: &str, queue: &str, payload: &[u8]) {
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            format!("{prefix}.{queue}").into(),
-            Default::default(),
-            payload,
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
-    let _ = conn.close(200, "done".into()).await;
 }
 
 /// Admission control: with the interactive queue deeper than its bound, or the ingress holding

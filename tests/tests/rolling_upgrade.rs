@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use ragq_common::broker::JobPublisher;
 use ragq_common::job::{JOB_VERSION, Job, JobKind, JobOptions, Lane};
 use ragq_tests::{EnvOptions, TestEnv};
 use ragq_worker::Worker;

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use ragq_common::bus::control::RedisControl;
-use ragq_common::bus::endpoint::RedisEndpoint;
-use ragq_tests::{EnvOptions, TestEnv, amqp_url, parse_sse, redis_url};
+use ragq_tests::{EnvOptions, TestEnv, parse_sse};
 use ragq_worker::job::faults::{Fault, FaultHook, FaultPoint};
 use serde_json::{Value, json};
 
@@ -295,18 +293,13 @@ async fn a_job_given_up_at_the_delivery_limit_ends_its_stream() {
     env.stop().await;
 }
 
-/// An undecodable payload whose AMQP `message_id` names a job: the job's stream ends with an
+/// An undecodable payload whose message id (AMQP `message_id`, NATS `Ragq-Job-Id`) names a job: the job's stream ends with an
 /// error event when the worker reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_job_named_by_its_message_id_ends_its_stream() {
     let env = TestEnv::start(EnvOptions::default()).await;
     let job = uuid::Uuid::now_v7();
-    let control = RedisControl::connect(
-        &RedisEndpoint::new(&redis_url(), &ragq_common::tls::TlsRoots::public()).unwrap(),
-        &env.queue_prefix,
-    )
-    .await
-    .unwrap();
+    let control = env.ingress_bus().await.control;
     control
         .set_owner(
             job,
@@ -316,27 +309,13 @@ async fn an_undecodable_job_named_by_its_message_id_ends_its_stream() {
         .await
         .unwrap();
     let resp = resume_at(&env, &env.url, &env.chat_id, &job.to_string()).await;
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
     let published = Instant::now();
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            format!("{}.jobs.interactive", env.queue_prefix).into(),
-            Default::default(),
-            b"{\"v\": 1, \"id\": not json",
-            lapin::BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_message_id(job.to_string().into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
+    env.raw_publish(
+        "jobs.interactive",
+        b"{\"v\": 1, \"id\": not json",
+        Some(&job.to_string()),
+    )
+    .await;
     let events = parse_sse(&read_rest(resp, Duration::from_secs(10)).await);
     let took = published.elapsed();
     println!("undecodable job named by message_id: error event {took:?} after it was queued");
@@ -349,7 +328,6 @@ async fn an_undecodable_job_named_by_its_message_id_ends_its_stream() {
         "{events:?}"
     );
     assert!(took < Duration::from_secs(2));
-    let _ = conn.close(200, "done".into()).await;
     env.stop().await;
 }
 
@@ -585,10 +563,7 @@ async fn a_job_stopped_during_retrieval_ends_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingress_that_loses_redis_ends_its_streams_with_a_clear_error() {
     let env = TestEnv::start(EnvOptions::default()).await;
-    let (proxy, cut) = ragq_tests::tcp_proxy(ragq_tests::redis_addr()).await;
-    let (cut_off, _stop) = env
-        .spawn_api_with_redis("cut", &format!("redis://{proxy}/"))
-        .await;
+    let (cut_off, _stop, cut) = env.spawn_api_with_cuttable_bus("cut").await;
     let chat = env.chat_with_model("long", "sim-long").await;
     let session = env.create_session(&chat).await;
     let mut resp = start_at(&env, &cut_off, &chat, &session, QUESTION).await;

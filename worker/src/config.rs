@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use ragq_common::config::{BrokerConfig, BusConfig, DbConfig};
+use ragq_common::config::{BrokerConfig, BusConfig, DbConfig, NatsConfig};
 use ragq_common::secret::SecretConfig;
 use ragq_common::tls::TlsConfig;
 
@@ -17,6 +17,8 @@ pub struct WorkerConfig {
     pub broker: BrokerConfig,
     #[command(flatten)]
     pub bus: BusConfig,
+    #[command(flatten)]
+    pub nats: NatsConfig,
     #[command(flatten)]
     pub tls: TlsConfig,
     #[command(flatten)]

@@ -11,8 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ragq_common::broker::JobConsumer;
-use ragq_common::broker::rabbitmq::Supervised;
+use ragq_common::broker::{Broker, JobConsumer};
 use ragq_common::bus::EventPublisher;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -21,13 +20,13 @@ use crate::job::give_up::{self, GiveUp};
 
 /// Consumes dead-letter notices until `stop`, resubscribing when the consumer ends.
 pub async fn run(
-    broker: Supervised,
+    broker: Arc<dyn Broker>,
     bus: Arc<dyn EventPublisher>,
     tag: String,
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
-        let mut consumer = match broker.current().consume_dead_notices(&tag).await {
+        let mut consumer = match broker.consume_dead_notices(&tag).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot consume dead-letter notices; retrying");

@@ -1,5 +1,5 @@
 //! The worker's own small HTTP server: `/healthz` (the process is alive) and `/readyz`
-//! (PostgreSQL, RabbitMQ and Redis are reachable), for orchestrators' probes, and `/metrics`
+//! (PostgreSQL, the broker and the bus are reachable), for orchestrators' probes, and `/metrics`
 //! (Prometheus text format: the process's metrics, see `crate::metrics`).
 
 use std::net::SocketAddr;
@@ -9,8 +9,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use ragq_common::broker::rabbitmq::Supervised;
-use ragq_common::bus::control::RedisControl;
+use ragq_common::broker::Broker;
+use ragq_common::bus::control::Control;
 use ragq_common::health::Readiness;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 struct Probe {
     db: PgPool,
-    broker: Supervised,
-    redis: Arc<RedisControl>,
+    broker: Arc<dyn Broker>,
+    bus: Arc<dyn Control>,
 }
 
 async fn ready(State(p): State<Probe>) -> (StatusCode, String) {
-    let r = Readiness::check(&p.db, p.broker.is_connected(), p.redis.ping().await).await;
+    let r = Readiness::check(&p.db, p.broker.is_connected(), p.bus.ping().await).await;
     let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     (status, r.body())
 }
@@ -43,15 +43,11 @@ async fn metrics_page(State(p): State<Probe>) -> impl axum::response::IntoRespon
 pub async fn serve(
     addr: SocketAddr,
     db: PgPool,
-    broker: Supervised,
-    redis: RedisControl,
+    broker: Arc<dyn Broker>,
+    bus: Arc<dyn Control>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let probe = Probe {
-        db,
-        broker,
-        redis: Arc::new(redis),
-    };
+    let probe = Probe { db, broker, bus };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

@@ -21,12 +21,10 @@ pub mod search;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ragq_common::broker::Broker;
 use ragq_common::broker::BrokerError;
-use ragq_common::broker::rabbitmq::Supervised;
 use ragq_common::bus::BusError;
 use ragq_common::bus::cancel::CancelWatcher;
-use ragq_common::bus::endpoint::RedisEndpoint;
-use ragq_common::bus::publisher::RedisPublisher;
 use ragq_common::db::DbError;
 use ragq_common::job::Lane;
 use ragq_common::tls::TlsRoots;
@@ -54,14 +52,14 @@ pub enum WorkerError {
 /// A connected worker, ready to consume.
 pub struct Worker {
     cfg: WorkerConfig,
-    broker: Supervised,
+    broker: Arc<dyn Broker>,
     deps: Arc<job::deps::Deps>,
     cancels: CancelWatcher,
-    redis: RedisEndpoint,
+    bus_control: Arc<dyn ragq_common::bus::control::Control>,
 }
 
 impl Worker {
-    /// Connects to PostgreSQL (and migrates), RabbitMQ and Redis.
+    /// Connects to PostgreSQL (and migrates), the broker and the bus.
     pub async fn start(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
         // The recorder is installed (once per process) before any metric is touched.
         std::sync::LazyLock::force(&metrics::METRICS);
@@ -75,22 +73,14 @@ impl Worker {
         )
         .await?;
         let worker_id = cfg.worker_id();
-        let broker = Supervised::connect(
-            &cfg.broker.url,
-            cfg.broker.topology(),
-            &format!("ragq-worker {worker_id}"),
-            cfg.broker.publish_timeout(),
-            &roots,
-        )
-        .await?;
-        let redis = RedisEndpoint::new(&cfg.bus.url, &roots)?;
-        let bus = Arc::new(RedisPublisher::connect(&redis, &cfg.bus.prefix).await?);
-        let cancels = CancelWatcher::start(&redis, &cfg.bus.prefix).await?;
+        let name = format!("ragq-worker {worker_id}");
+        let broker = ragq_common::broker::connect(&cfg.broker, &cfg.nats, &name, &roots).await?;
+        let bus = ragq_common::bus::connect_worker(&cfg.bus, &cfg.nats, &name, &roots).await?;
         let deps = Arc::new(job::deps::Deps {
             db,
             providers: ragq_common::providers::Providers::new(cfg.timeouts(), &roots)?,
             secrets,
-            bus,
+            bus: bus.publisher,
             limits: job::limits::Limits {
                 first_token: Duration::from_millis(cfg.first_token_timeout_ms),
                 idle: Duration::from_millis(cfg.idle_timeout_ms),
@@ -112,8 +102,8 @@ impl Worker {
             cfg,
             broker,
             deps,
-            cancels,
-            redis,
+            cancels: bus.cancels,
+            bus_control: bus.control,
         })
     }
 
@@ -142,9 +132,7 @@ impl Worker {
         let tracker = TaskTracker::new();
         let health_stop = CancellationToken::new();
         if let Some(addr) = self.cfg.health_addr {
-            let control =
-                ragq_common::bus::control::RedisControl::connect(&self.redis, &self.cfg.bus.prefix)
-                    .await?;
+            let control = self.bus_control.clone();
             let (db, broker, stop) = (
                 self.deps.db.clone(),
                 self.broker.clone(),
@@ -173,7 +161,7 @@ impl Worker {
             };
             // The first subscription must work (a bad configuration fails fast); later ones are
             // retried by the lane's supervisor loop.
-            let first = self.broker.current().consume(lane, prefetch, &tag).await?;
+            let first = self.broker.consume(lane, prefetch, &tag).await?;
             metrics::METRICS
                 .prefetch(lane)
                 .increment(f64::from(prefetch));
@@ -188,18 +176,9 @@ impl Worker {
                 let mut consumer = Some(first);
                 loop {
                     if let Some(c) = consumer.take() {
-                        // Watch the subscription: if its channel stays closed (lapin's recovery
-                        // failed) or the supervisor replaced the connection, end it and subscribe
-                        // again — a consumer stream on a dead connection may simply never yield.
-                        let lane_stop = stop.child_token();
-                        let watchdog = tokio::spawn(watch_subscription(
-                            broker.clone(),
-                            broker.current(),
-                            c.health(),
-                            lane_stop.clone(),
-                        ));
-                        consumer::consume(lane, c, deps.clone(), cancels.clone(), tracker.clone(), lane_stop).await;
-                        watchdog.abort();
+                        // The consumer ends by itself when its subscription is dead for good
+                        // (the broker module watches it); then subscribe again.
+                        consumer::consume(lane, c, deps.clone(), cancels.clone(), tracker.clone(), stop.clone()).await;
                     }
                     if stop.is_cancelled() {
                         return;
@@ -207,7 +186,7 @@ impl Worker {
                     // The consumer ended without a shutdown: the connection is gone for good.
                     // Subscribe again through the supervised (possibly rebuilt) connection.
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    match broker.current().consume(lane, prefetch, &tag).await {
+                    match broker.consume(lane, prefetch, &tag).await {
                         Ok(c) => {
                             tracing::info!(lane = lane.as_str(), "consuming again");
                             consumer = Some(c);
@@ -240,39 +219,7 @@ impl Worker {
                 .prefetch(lane)
                 .decrement(f64::from(prefetch));
         }
-        self.broker.current().close().await;
+        self.broker.close().await;
         Ok(())
-    }
-}
-
-/// Cancels `lane_stop` when the subscription it guards is dead: its connection was replaced by
-/// the supervisor, or its channel stayed closed for 10 s.
-async fn watch_subscription(
-    broker: Supervised,
-    subscribed_on: ragq_common::broker::rabbitmq::RabbitMq,
-    health: ragq_common::broker::rabbitmq::ConsumerHealth,
-    lane_stop: CancellationToken,
-) {
-    let mut closed_since: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if lane_stop.is_cancelled() {
-            return;
-        }
-        let replaced = !broker.current().same_connection(&subscribed_on);
-        let closed = if health.is_connected() {
-            closed_since = None;
-            false
-        } else {
-            closed_since
-                .get_or_insert_with(tokio::time::Instant::now)
-                .elapsed()
-                > Duration::from_secs(10)
-        };
-        if replaced || closed {
-            tracing::warn!(replaced, "subscription is dead; subscribing again");
-            lane_stop.cancel();
-            return;
-        }
     }
 }

@@ -63,7 +63,7 @@ async fn tenant_limits(state: &AppState, tenant: &str) -> (Option<u32>, Option<u
 /// (`RAGQ_TENANT_RATE_PER_MINUTE` or the tenant's `rate_per_minute`) and jobs running at once
 /// (`RAGQ_TENANT_MAX_JOBS` or `max_concurrent_jobs`) — so one tenant cannot fill every worker
 /// slot. Counted in Redis, shared by every api replica (one atomic script,
-/// [`RedisControl::admit_tenant_job`](ragq_common::bus::control::RedisControl::admit_tenant_job));
+/// [`Control::admit_tenant_job`](ragq_common::bus::control::Control::admit_tenant_job));
 /// while Redis does not answer, in this process only. A refusal is HTTP 429 with `Retry-After`
 /// and a message naming the tenant's limit. The returned slot must live as long as the job's
 /// stream (it is released when the stream ends).

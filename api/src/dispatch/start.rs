@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ragq_common::bus::{EventSubscriber, Subscription};
+use ragq_common::bus::Subscription;
 use ragq_common::job::{Job, JobKind, Lane};
 use tokio::time::Instant;
 use uuid::Uuid;

@@ -5,10 +5,11 @@
 //! cancelled only after the disconnect grace (`RAGQ_DISCONNECT_GRACE_S`), and only if no other
 //! reader of the job — in this process or any other — is attached by then (a resume).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use ragq_common::bus::control::RedisControl;
-use ragq_common::bus::subscriber::RedisSubscriber;
+use ragq_common::bus::EventSubscriber;
+use ragq_common::bus::control::Control;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -22,10 +23,10 @@ pub(crate) const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 /// What a client's stream does when it is dropped before its terminal event.
 pub(crate) struct Abandon {
     pub(crate) grace: Duration,
-    pub(crate) local: RedisSubscriber,
+    pub(crate) local: Arc<dyn EventSubscriber>,
 }
 
-/// This stream's entry in the job's reader set (see [`RedisControl::attach_reader`]).
+/// This stream's entry in the job's reader set (see [`Control::attach_reader`]).
 pub(crate) struct Presence {
     pub(crate) reader: Uuid,
     pub(crate) refreshed: Instant,
@@ -35,7 +36,7 @@ pub(crate) struct Presence {
 /// with `abandon` (dropped before its terminal event) cancels the job after the grace unless a
 /// reader came back. `slot` (the tenant's hold on the job) is released once that is decided.
 pub(crate) fn leave(
-    control: RedisControl,
+    control: Arc<dyn Control>,
     job_id: Uuid,
     presence: Option<Uuid>,
     abandon: Option<Abandon>,

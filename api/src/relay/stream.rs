@@ -5,10 +5,11 @@
 //! read by a route's formatter until its terminal item.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ragq_common::bus::control::RedisControl;
-use ragq_common::bus::subscriber::RedisSubscriber;
+use ragq_common::bus::EventSubscriber;
+use ragq_common::bus::control::Control;
 use ragq_common::bus::{Closed, Subscription};
 use ragq_common::client_error::ErrorReason;
 use ragq_common::event::{EventBody, StreamEvent};
@@ -24,7 +25,7 @@ use crate::fairness::TenantSlot;
 pub struct JobStream {
     sub: Subscription,
     job_id: Uuid,
-    control: Option<RedisControl>,
+    control: Option<Arc<dyn Control>>,
     /// Events fetched from the replay stream, processed before live ones.
     pending: VecDeque<StreamEvent>,
     last_seq: u64,
@@ -74,7 +75,7 @@ impl JobStream {
     }
 
     /// Fill gaps from the replay stream through `control`.
-    pub fn with_replay(mut self, control: RedisControl) -> Self {
+    pub fn with_replay(mut self, control: Arc<dyn Control>) -> Self {
         self.control = Some(control);
         self
     }
@@ -82,7 +83,7 @@ impl JobStream {
     /// A client's stream (a completion or a resume): it joins the job's reader set, and when
     /// dropped before its terminal event it cancels the job after `grace` unless another reader
     /// is attached by then (`grace` zero: at once). Needs [`JobStream::with_replay`] first.
-    pub fn owned_by_client(mut self, grace: Duration, local: RedisSubscriber) -> Self {
+    pub fn owned_by_client(mut self, grace: Duration, local: Arc<dyn EventSubscriber>) -> Self {
         self.abandon = Some(Abandon { grace, local });
         if let Some(control) = self.control.clone() {
             let reader = Uuid::new_v4();

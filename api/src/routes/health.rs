@@ -18,7 +18,7 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ready = Readiness::check(
         &state.db,
-        (state.broker_connected)(),
+        state.jobs.is_connected(),
         state.events.is_connected(),
     )
     .await;

@@ -97,7 +97,7 @@ fn write_state(path: &Path, state: &State) -> Result<(), BatchError> {
 /// Runs (or resumes) the batch of `args` to its end, or until Ctrl-C.
 pub async fn run(
     db: &PgPool,
-    broker: &impl JobPublisher,
+    broker: &(impl JobPublisher + ?Sized),
     args: &RunArgs,
 ) -> Result<Summary, BatchError> {
     let started = Instant::now();
@@ -218,7 +218,7 @@ pub async fn run(
 /// Creates the batch (unless a crashed run already did) and publishes its pending lines.
 async fn start(
     db: &PgPool,
-    broker: &impl JobPublisher,
+    broker: &(impl JobPublisher + ?Sized),
     tenant: &str,
     batch_id: &str,
     args: &RunArgs,

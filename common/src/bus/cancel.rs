@@ -52,7 +52,12 @@ impl CancelWatcher {
 
     /// A cancel signal for `job_id` arrived: stop it if it runs here.
     pub fn signal(&self, job_id: Uuid) {
-        if let Some(token) = self.tokens.lock().ok().and_then(|t| t.get(&job_id).cloned()) {
+        if let Some(token) = self
+            .tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&job_id).cloned())
+        {
             token.cancel();
         }
     }

@@ -23,16 +23,24 @@ pub trait Control: Send + Sync + 'static {
     /// and tells every worker (the one running it stops at once).
     async fn cancel(&self, job_id: Uuid) -> Result<(), BusError>;
     /// Marks reader `reader` as attached to the job's stream until `ttl` from now.
-    async fn attach_reader(&self, job_id: Uuid, reader: Uuid, ttl: Duration)
-    -> Result<(), BusError>;
+    async fn attach_reader(
+        &self,
+        job_id: Uuid,
+        reader: Uuid,
+        ttl: Duration,
+    ) -> Result<(), BusError>;
     /// Removes reader `reader` from the job's attached readers.
     async fn detach_reader(&self, job_id: Uuid, reader: Uuid) -> Result<(), BusError>;
     /// How many readers are attached to the job's stream now, on every ingress process.
     async fn attached_readers(&self, job_id: Uuid) -> Result<u64, BusError>;
     /// Counts one request of `token_id` in the fixed window `window` (its number since the
     /// epoch) of `window_s` seconds; returns the window's count so far, across every replica.
-    async fn count_request(&self, token_id: &str, window: u64, window_s: u64)
-    -> Result<u64, BusError>;
+    async fn count_request(
+        &self,
+        token_id: &str,
+        window: u64,
+        window_s: u64,
+    ) -> Result<u64, BusError>;
     /// Admits one job of `tenant_id` against its limits, atomically across every replica:
     /// first the concurrency cap (`max_jobs`; entries past their `until_ms` do not count), then
     /// the rate in the current fixed window. Only an admitted job is counted and takes a slot.
@@ -66,4 +74,3 @@ pub enum TenantAdmission {
     /// This many of the tenant's jobs run already (at or above its cap).
     TooManyJobs(u64),
 }
-

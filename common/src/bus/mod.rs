@@ -68,6 +68,8 @@ pub trait EventSubscriber: Send + Sync + 'static {
     fn readers_of(&self, job_id: Uuid) -> usize;
     /// True while the subscriber's connection is up (false while reconnecting).
     fn is_connected(&self) -> bool;
+    /// The name of the subscriber's one connection (Redis `CLIENT LIST`, NATS `connz`).
+    fn connection_name(&self) -> &str;
 }
 
 /// Why a subscription ended without a terminal event.

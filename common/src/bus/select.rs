@@ -53,9 +53,13 @@ pub async fn connect_ingress(
     match cfg.kind {
         BusKind::Redis => {
             let redis = super::redis::endpoint::RedisEndpoint::new(&cfg.url, roots)?;
-            let events =
-                super::redis::subscriber::RedisSubscriber::connect(&redis, &cfg.prefix, name, buffer)
-                    .await?;
+            let events = super::redis::subscriber::RedisSubscriber::connect(
+                &redis,
+                &cfg.prefix,
+                name,
+                buffer,
+            )
+            .await?;
             let control = super::redis::control::RedisControl::connect(&redis, &cfg.prefix).await?;
             Ok(IngressBus {
                 events: Arc::new(events),

@@ -213,7 +213,10 @@ impl Watched {
 
     /// True when the subscription cannot come back by itself.
     fn dead(&mut self) -> bool {
-        let replaced = !self.supervised.current().same_connection(&self.subscribed_on);
+        let replaced = !self
+            .supervised
+            .current()
+            .same_connection(&self.subscribed_on);
         let closed = if self.inner.channel.status().connected() {
             self.closed_since = None;
             false

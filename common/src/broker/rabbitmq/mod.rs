@@ -284,7 +284,10 @@ impl RabbitMq {
                 .map_err(proto)?;
         }
         channel
-            .exchange_delete(ShortString::from(t.dead_letter_exchange()), Default::default())
+            .exchange_delete(
+                ShortString::from(t.dead_letter_exchange()),
+                Default::default(),
+            )
             .await
             .map_err(proto)?;
         let _ = channel.close(200, "deleted".into()).await;
@@ -514,7 +517,6 @@ impl Supervised {
     pub fn is_connected(&self) -> bool {
         self.current().is_connected()
     }
-
 }
 
 #[async_trait]

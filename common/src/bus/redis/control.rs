@@ -7,14 +7,14 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use crate::bus::BusError;
-use crate::bus::control::{Control, TenantAdmission, TenantJobLimits};
 use super::endpoint::RedisEndpoint;
 use super::keys::{
     CANCELLED_TTL_S, REPLAY_TTL_S, cancel_channel, cancelled_key, owner_key, rate_key, readers_key,
     tenant_jobs_key, tenant_rate_key,
 };
 use super::replay;
+use crate::bus::BusError;
+use crate::bus::control::{Control, TenantAdmission, TenantJobLimits};
 
 /// Replay reads, job ownership and cancel signals over one multiplexed, reconnecting connection.
 #[derive(Clone)]
@@ -30,7 +30,6 @@ impl RedisControl {
             prefix: prefix.to_string(),
         })
     }
-
 }
 
 #[async_trait]
@@ -43,12 +42,7 @@ impl Control for RedisControl {
 
     /// Records that `owner` (the tenant, and what stop/resume need to know) owns the job, for
     /// `ttl` plus the replay stream's lifetime.
-    async fn set_owner(
-        &self,
-        job_id: Uuid,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<(), BusError> {
+    async fn set_owner(&self, job_id: Uuid, owner: &str, ttl: Duration) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
         let _: () = redis::cmd("SET")
             .arg(owner_key(&self.prefix, job_id))

@@ -3,8 +3,8 @@
 use redis::aio::ConnectionLike;
 use uuid::Uuid;
 
-use crate::bus::BusError;
 use super::keys::replay_key;
+use crate::bus::BusError;
 
 fn payloads(reply: redis::streams::StreamRangeReply) -> Vec<Vec<u8>> {
     reply

@@ -259,11 +259,6 @@ impl RedisSubscriber {
             name: name.to_string(),
         })
     }
-
-    /// The name of the one pub/sub connection (as shown by `CLIENT LIST`).
-    pub fn connection_name(&self) -> &str {
-        &self.name
-    }
 }
 
 /// Keeps the connection alive: reconnects when it reports its loss or stops answering `PING`.
@@ -460,5 +455,10 @@ impl EventSubscriber for RedisSubscriber {
     /// True while the connection is up (false while reconnecting).
     fn is_connected(&self) -> bool {
         self.shared.conn().is_some()
+    }
+
+    /// The name of the one pub/sub connection (as shown by `CLIENT LIST`).
+    fn connection_name(&self) -> &str {
+        &self.name
     }
 }
