@@ -15,6 +15,9 @@
 #   RAGQ_UPSTREAM_API_KEY=    its API key, if any (stored encrypted)
 #   RAGQ_SECRET_KEY=          key encrypting model API keys (default: .ragq/secret.key, made once)
 #   RAGQ_DB_NAME=ragq
+#   RAGQ_BROKER=rabbitmq      or nats: the job broker (NATS JetStream at RAGQ_NATS_URL)
+#   RAGQ_BUS=redis            or nats: the event bus (any mix with the broker)
+#   RAGQ_NATS_URL=nats://127.0.0.1:4222
 #   RAGQ_BIN_DIR=             run the binaries in this folder instead of building them
 #   RAGQ_DEMO_REFINE_MULTITURN=false  the demo chat answers each question as asked (workload W1
 #                             measures single questions); chats created over the API default to true
@@ -117,13 +120,19 @@ RAGQ_DATASET_ID=$RAGQ_DATASET_ID
 ENV
 fi
 # Every api replica of this run (any of them serves any request and resumes any stream).
-sed -i '/^RAGQ_API_URLS=/d; /^RAGQ_DATABASE_URL=/d' "$STATE/run.env"
+sed -i '/^RAGQ_API_URLS=/d; /^RAGQ_DATABASE_URL=/d; /^RAGQ_BROKER=/d; /^RAGQ_BUS=/d; /^RAGQ_NATS_URL=/d' "$STATE/run.env"
 echo "RAGQ_API_URLS=\"$API_URLS\"" >>"$STATE/run.env"
 # The database of this run, so that `ragq` commands (batch run, list-models, …) find it.
 echo "RAGQ_DATABASE_URL=$RAGQ_DATABASE_URL" >>"$STATE/run.env"
+# The broker and bus of this run (`ragq dlq-list`, `ragq batch run` use the same).
+{
+  echo "RAGQ_BROKER=${RAGQ_BROKER:-rabbitmq}"
+  echo "RAGQ_BUS=${RAGQ_BUS:-redis}"
+  echo "RAGQ_NATS_URL=${RAGQ_NATS_URL:-nats://127.0.0.1:4222}"
+} >>"$STATE/run.env"
 # shellcheck disable=SC1091
 source "$STATE/run.env"
-log "ragq is up: api $API_URLS, $WORKERS worker(s); settings in .ragq/run.env, logs in .ragq/logs/"
+log "ragq is up: api $API_URLS, $WORKERS worker(s), broker $RAGQ_BROKER, bus $RAGQ_BUS; settings in .ragq/run.env, logs in .ragq/logs/"
 SESSION=$(curl -s -X POST "$RAGQ_API_URL/api/v1/chats/$RAGQ_CHAT_ID/sessions" -H "Authorization: Bearer $RAGQ_API_KEY" \
   -H 'Content-Type: application/json' -d '{"name":"try"}' | sed -n 's/.*"id": "\([0-9a-f]*\)".*/\1/p')
 cat <<TRY

@@ -1,4 +1,4 @@
-# Shared by the scripts: make sure PostgreSQL, Redis and RabbitMQ run on 127.0.0.1, installing
+# Shared by the scripts: make sure PostgreSQL, Redis, RabbitMQ and NATS run on 127.0.0.1, installing
 # them from Debian's packages when the machine has none. Source it, then call ensure_services.
 
 log() { printf '[ragq] %s\n' "$*" >&2; }
@@ -51,10 +51,22 @@ ensure_rabbitmq() {
   fi
 }
 
+ensure_nats() {
+  command -v nats-server >/dev/null 2>&1 || apt_install nats-server
+  if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+    log "starting NATS (JetStream)"
+    mkdir -p /var/lib/nats-server
+    start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+    wait_for 15 NATS sh -c 'exec 3<>/dev/tcp/127.0.0.1/4222'
+  fi
+}
+
 ensure_services() {
   ensure_postgres
   ensure_redis
   ensure_rabbitmq
+  ensure_nats
 }
 
 ensure_cargo() {

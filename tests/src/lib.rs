@@ -127,6 +127,9 @@ pub struct EnvOptions {
     pub amqp_url: Option<String>,
     /// NATS URL of the api and workers (default [`nats_url`]), e.g. a server the test restarts.
     pub nats_url: Option<String>,
+    /// The broker and bus of this environment (default: [`broker_kind`], [`bus_kind`]).
+    pub broker: Option<BrokerKind>,
+    pub bus: Option<BusKind>,
     /// Serve the simulator over HTTPS with this server configuration (its models get
     /// `https://localhost:PORT/v1` base URLs).
     pub sim_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -161,6 +164,8 @@ impl Default for EnvOptions {
             redis_url: None,
             amqp_url: None,
             nats_url: None,
+            broker: None,
+            bus: None,
             sim_tls: None,
             extra_ca_file: None,
             db_url_query: "",
@@ -274,8 +279,8 @@ impl TestEnv {
         }
         .expect("simulator");
         let services = Services {
-            broker: broker_kind(),
-            bus: bus_kind(),
+            broker: opts.broker.unwrap_or_else(broker_kind),
+            bus: opts.bus.unwrap_or_else(bus_kind),
             redis_url: opts.redis_url.clone().unwrap_or_else(redis_url),
             amqp_url: opts.amqp_url.clone().unwrap_or_else(amqp_url),
             nats_url: opts.nats_url.clone().unwrap_or_else(nats_url),
