@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: starts the services it needs (PostgreSQL, Redis, RabbitMQ on 127.0.0.1),
+# The whole test suite: starts the services it needs (PostgreSQL, Redis, RabbitMQ, NATS on 127.0.0.1),
 # then runs every unit and end-to-end test against them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,16 @@ python3 scripts/lib/where_things_happen.py
 # docs/CONFIG.md is generated from the binaries' flags: it must match them.
 python3 scripts/lib/config_reference.py --check "${CARGO_TARGET_DIR:-target}/debug"
 cargo test --workspace --all-targets --locked -- --test-threads="${RAGQ_TEST_THREADS:-4}"
+# The same end-to-end and fault suites on the other brokers and buses (RAGQ_TEST_BROKER /
+# RAGQ_TEST_BUS choose them in the harness): NATS for both, and each mix.
+for combo in nats:nats nats:redis rabbitmq:nats; do
+  broker=${combo%:*} bus=${combo#*:}
+  suites=(--test backbone --test streams --test cancel --test faults --test dead_notices)
+  [ "$combo" = nats:nats ] || suites=(--test backbone --test streams --test faults)
+  log "end-to-end and fault suites on broker $broker, bus $bus"
+  RAGQ_TEST_BROKER=$broker RAGQ_TEST_BUS=$bus \
+    cargo test -p ragq-tests --locked "${suites[@]}" -- --test-threads="${RAGQ_TEST_THREADS:-4}"
+done
 # The off-by-default OTLP span export: a job span continues the caller's trace.
 cargo test -p ragq-common --features otlp --lib --locked telemetry
 
@@ -38,3 +48,7 @@ bash scripts/check-deploy.sh
 # Outage tests stop and restart the local RabbitMQ, Redis and PostgreSQL: alone, one at a time.
 log "running the outage tests (they restart the local services)"
 cargo test -p ragq-tests --test outages --locked -- --ignored --test-threads=1
+# PostgreSQL's outage on NATS (broker and bus); NATS's own restart is `nats_restart.rs` (its own
+# server, run with the other tests).
+RAGQ_TEST_BROKER=nats RAGQ_TEST_BUS=nats \
+  cargo test -p ragq-tests --test outages --locked -- --ignored --test-threads=1 postgres_outage
