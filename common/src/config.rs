@@ -24,12 +24,30 @@ pub struct DbConfig {
     pub max_connections: u32,
 }
 
+/// Which broker carries the jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerKind {
+    /// RabbitMQ quorum queues (the default).
+    Rabbitmq,
+    /// NATS JetStream work-queue streams.
+    Nats,
+}
+
+impl BrokerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerKind::Rabbitmq => "rabbitmq",
+            BrokerKind::Nats => "nats",
+        }
+    }
+}
+
 /// The job broker: RabbitMQ (default) or NATS JetStream.
 #[derive(Clone, Debug, Args)]
 pub struct BrokerConfig {
     /// Which broker carries the jobs.
-    #[arg(id = "broker", long = "broker", env = "RAGQ_BROKER", value_enum, default_value_t = crate::broker::BrokerKind::Rabbitmq)]
-    pub kind: crate::broker::BrokerKind,
+    #[arg(id = "broker", long = "broker", env = "RAGQ_BROKER", value_enum, default_value_t = BrokerKind::Rabbitmq)]
+    pub kind: BrokerKind,
     /// AMQP URL of RabbitMQ (`RAGQ_BROKER=rabbitmq`).
     #[arg(
         id = "amqp_url",
@@ -60,14 +78,26 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    pub fn topology(&self) -> crate::broker::rabbitmq::Topology {
-        let mut t = crate::broker::rabbitmq::Topology::new(self.prefix.clone());
-        t.delivery_limit = self.delivery_limit;
-        t.expires_ms = self.queue_expires_ms;
-        t
-    }
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
+    }
+}
+
+/// Which bus carries events, cancels and the ingress's shared state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusKind {
+    /// Redis pub/sub + Streams (the default).
+    Redis,
+    /// NATS core subjects + JetStream (replay stream, key-value buckets).
+    Nats,
+}
+
+impl BusKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusKind::Redis => "redis",
+            BusKind::Nats => "nats",
+        }
     }
 }
 
@@ -75,8 +105,8 @@ impl BrokerConfig {
 #[derive(Clone, Debug, Args)]
 pub struct BusConfig {
     /// Which bus carries the answers' events, cancels and the ingress's shared state.
-    #[arg(id = "bus", long = "bus", env = "RAGQ_BUS", value_enum, default_value_t = crate::bus::BusKind::Redis)]
-    pub kind: crate::bus::BusKind,
+    #[arg(id = "bus", long = "bus", env = "RAGQ_BUS", value_enum, default_value_t = BusKind::Redis)]
+    pub kind: BusKind,
     /// Redis URL (`RAGQ_BUS=redis`).
     #[arg(
         id = "redis_url",

@@ -18,7 +18,8 @@ use async_trait::async_trait;
 
 use crate::job::{Job, Lane};
 
-pub use select::{BrokerKind, connect};
+pub use crate::config::BrokerKind;
+pub use select::connect;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

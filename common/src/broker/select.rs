@@ -3,26 +3,9 @@
 use std::sync::Arc;
 
 use super::{Broker, BrokerError};
-use crate::config::{BrokerConfig, NatsConfig};
+use crate::config::{BrokerConfig, BrokerKind, NatsConfig};
 use crate::tls::TlsRoots;
 
-/// Which broker carries the jobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BrokerKind {
-    /// RabbitMQ quorum queues (the default).
-    Rabbitmq,
-    /// NATS JetStream work-queue streams.
-    Nats,
-}
-
-impl BrokerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BrokerKind::Rabbitmq => "rabbitmq",
-            BrokerKind::Nats => "nats",
-        }
-    }
-}
 
 /// Connects to the configured broker and declares its topology. `name` names the connection
 /// (RabbitMQ's management UI, NATS's `connz`).
@@ -36,7 +19,7 @@ pub async fn connect(
         BrokerKind::Rabbitmq => Arc::new(
             super::rabbitmq::Supervised::connect(
                 &cfg.url,
-                cfg.topology(),
+                super::rabbitmq::Topology::from_config(cfg),
                 name,
                 cfg.publish_timeout(),
                 roots,

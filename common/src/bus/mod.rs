@@ -22,7 +22,8 @@ pub mod nats;
 pub mod redis;
 mod select;
 
-pub use select::{BusKind, IngressBus, WorkerBus, connect_ingress, connect_worker};
+pub use crate::config::BusKind;
+pub use select::{IngressBus, WorkerBus, connect_ingress, connect_worker};
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};

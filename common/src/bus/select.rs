@@ -5,26 +5,9 @@ use std::sync::Arc;
 use super::cancel::CancelWatcher;
 use super::control::Control;
 use super::{BusError, EventPublisher, EventSubscriber};
-use crate::config::{BusConfig, NatsConfig};
+use crate::config::{BusConfig, BusKind, NatsConfig};
 use crate::tls::TlsRoots;
 
-/// Which bus carries events, cancels and the ingress's shared state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BusKind {
-    /// Redis pub/sub + Streams (the default).
-    Redis,
-    /// NATS core subjects + JetStream (replay stream, key-value buckets).
-    Nats,
-}
-
-impl BusKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BusKind::Redis => "redis",
-            BusKind::Nats => "nats",
-        }
-    }
-}
 
 /// The ingress's side: the one subscriber of the process and the shared job state.
 #[derive(Clone)]

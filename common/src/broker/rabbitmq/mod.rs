@@ -52,6 +52,14 @@ impl Topology {
             expires_ms: None,
         }
     }
+    /// The topology `cfg` describes (prefix, delivery limit, test expiry).
+    pub fn from_config(cfg: &crate::config::BrokerConfig) -> Self {
+        Topology {
+            prefix: cfg.prefix.clone(),
+            delivery_limit: cfg.delivery_limit,
+            expires_ms: cfg.queue_expires_ms,
+        }
+    }
     pub fn queue(&self, lane: Lane) -> String {
         format!("{}.jobs.{}", self.prefix, lane.as_str())
     }
