@@ -3,13 +3,16 @@
 #   retrieval  the worker's retrieval step on RAGQ_PROBE_CHUNKS synthetic chunks (target p99 <= 20 ms at 100k)
 #   rabbitmq   publish-confirm-deliver-ack round trips on a quorum queue
 #   redis      pub/sub events/s into one subscriber connection (plain PUBLISH and ragq's XADD+PUBLISH)
+#   nats       JetStream publish-PubAck-pull-ack round trips on a work-queue stream (double_ack, plain ack)
+#   nats-bus   NATS events/s into one subscriber connection (core publishes, JetStream publishes
+#              awaiting the ack) with a replay stream capturing them
 #   relay      worker publish -> real ingress -> SSE read, only if ragq is running (.ragq/run.env and
 #              /healthz answer); never starts or stops ragq (target p99 <= 2 ms at 100 streams)
-# Makes sure PostgreSQL, Redis and RabbitMQ run, builds the probe in release, runs the probes and
-# writes .ragq/bench/probe-{retrieval,rabbitmq,redis,relay}.json. About 3 minutes after the build
+# Makes sure PostgreSQL, Redis, RabbitMQ and NATS run, builds the probe in release, runs the probes and
+# writes .ragq/bench/probe-{retrieval,rabbitmq,redis,nats,nats-bus,relay}.json. About 4 minutes after the build
 # (the first run also builds the 100k-chunk database ragq_probe, ~10 s; later runs reuse it).
 #
-#   RAGQ_PROBE_CHUNKS=100000   RAGQ_PROBE_QUERIES=500   RAGQ_PROBE_SECONDS=5 (rabbitmq, and each redis phase)
+#   RAGQ_PROBE_CHUNKS=100000   RAGQ_PROBE_QUERIES=500   RAGQ_PROBE_SECONDS=5 (rabbitmq, nats, and each redis and nats-bus phase)
 #   RAGQ_PROBE_STREAMS=100
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +33,7 @@ log "building ragq-probe (release)"
 cargo build --release --locked -p ragq-probe 2>&1 | tail -n 1 >&2
 PROBE=${CARGO_TARGET_DIR:-$ROOT/target}/release/ragq-probe
 
-# Each probe is bounded by its own limits; `timeout` is the backstop (together under 5 minutes).
+# Each probe is bounded by its own limits; `timeout` is the backstop (together at most 6 minutes).
 run() { # run NAME SECONDS ARGS...
   local name=$1 limit=$2; shift 2
   echo
@@ -40,6 +43,8 @@ run() { # run NAME SECONDS ARGS...
 run retrieval 170 retrieval --chunks "$CHUNKS" --queries "$QUERIES"
 run rabbitmq 30 rabbitmq --seconds "$SECONDS_PER"
 run redis 45 redis --seconds "$SECONDS_PER"
+run nats 30 nats --seconds "$SECONDS_PER"
+run nats-bus 45 nats-bus --seconds "$SECONDS_PER"
 
 if [ -f .ragq/run.env ]; then
   # shellcheck disable=SC1091

@@ -6,6 +6,8 @@
 //! | `retrieval` | the worker's retrieval step (`ragq_worker::search`) on a large synthetic dataset ([`retrieval`]) |
 //! | `rabbitmq`  | publish-confirm-deliver-ack round trips on a quorum queue ([`rabbitmq`]) |
 //! | `redis`     | pub/sub events into one subscriber connection, plain and via ragq's publisher ([`redis_bus`]) |
+//! | `nats`      | JetStream publish-PubAck-pull-ack round trips on a work-queue stream ([`nats_broker`]) |
+//! | `nats-bus`  | NATS events into one subscriber connection, core and JetStream publishes ([`nats_bus`]) |
 //! | `relay`     | worker publish → ingress → SSE read, through the real api ([`relay`]) |
 //!
 //! Every probe is bounded (in time or count), talks only to 127.0.0.1 ([`net`]), cleans up what
@@ -15,6 +17,8 @@
 
 mod corpus;
 mod html;
+mod nats_broker;
+mod nats_bus;
 mod net;
 mod rabbitmq;
 mod redis_bus;
@@ -110,6 +114,37 @@ enum Probe {
         #[arg(long, default_value_t = 200)]
         payload_bytes: usize,
     },
+    /// Round trips/s and latency of NATS JetStream: work-queue stream, PubAck, pull consumer, ack.
+    Nats {
+        #[arg(long, env = "RAGQ_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Messages in flight (publish started, not yet acked); also the consumer's pull slots.
+        #[arg(long, default_value_t = 64)]
+        inflight: usize,
+        #[arg(long, default_value_t = 600)]
+        payload_bytes: usize,
+    },
+    /// NATS events/s and latency into ONE subscriber connection (core and JetStream publishes).
+    NatsBus {
+        #[arg(long, env = "RAGQ_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Duration of each of the four phases.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Job subjects subscribed on the one subscriber connection.
+        #[arg(long, default_value_t = 100)]
+        subjects: usize,
+        /// Events in flight in the saturated phases (and the bound of the paced ones).
+        #[arg(long, default_value_t = 256)]
+        inflight: usize,
+        /// Events per second in the paced phases.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 200)]
+        payload_bytes: usize,
+    },
     /// Worker publish → client read latency through the real ingress (target p99 <= 2 ms at 100 streams).
     Relay {
         #[arg(long, env = "RAGQ_API_URL", default_value = "http://127.0.0.1:9380")]
@@ -190,6 +225,38 @@ async fn run(probe: Probe) -> anyhow::Result<serde_json::Value> {
                 redis_url,
                 seconds,
                 channels,
+                inflight,
+                rate,
+                payload_bytes,
+            })
+            .await
+        }
+        Probe::Nats {
+            nats_url,
+            seconds,
+            inflight,
+            payload_bytes,
+        } => {
+            nats_broker::run(nats_broker::Args {
+                nats_url,
+                seconds,
+                inflight,
+                payload_bytes,
+            })
+            .await
+        }
+        Probe::NatsBus {
+            nats_url,
+            seconds,
+            subjects,
+            inflight,
+            rate,
+            payload_bytes,
+        } => {
+            nats_bus::run(nats_bus::Args {
+                nats_url,
+                seconds,
+                subjects,
                 inflight,
                 rate,
                 payload_bytes,
