@@ -39,6 +39,8 @@ cargo test -p ragq-common --features otlp --lib --locked telemetry
 # (scripts/up.sh with two workers and the simulator).
 log "running the compatibility tests (official Python clients)"
 bash scripts/compat.sh
+# The same official clients against ragq on NATS (broker and bus), the pinned SDK only.
+RAGQ_BROKER=nats RAGQ_BUS=nats RAGQ_COMPAT_VENV_NEWEST= bash scripts/compat.sh
 
 # Container and manifest files, validated without an engine (compose schema, kubernetes-validate,
 # the KEDA CRD schema, the Dockerfile's build line run as-is).

@@ -39,7 +39,7 @@ pub fn init() {
 /// life of the process.
 pub fn init_service(service: &'static str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,async_nats=warn"));
     let json = std::env::var("RAGQ_LOG_JSON").is_ok_and(|v| v == "1");
     let text_logs = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let json_logs = json.then(|| {
