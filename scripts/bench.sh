@@ -8,6 +8,7 @@
 #   RAGQ_BENCH_REQUESTS=3                        requests per user (the 1-user level runs 30)
 #   RAGQ_BENCH_TYPE=stream                       loadgen --test-type
 #   RAGQ_WORKERS=1
+#   RAGQ_BROKER=rabbitmq RAGQ_BUS=redis           (or nats; see scripts/bench-brokers.sh)
 # Results: .ragq/bench/level-N.json and .ragq/bench/summary.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,7 @@ sum_peak() { local m=0; for p in "$@"; do m=$((m + $(peak_kb "$p"))); done; echo
 HZ=$(getconf CLK_TCK)
 # CPU ticks of every process whose command name matches, summed (PostgreSQL forks per connection).
 group_ticks() { local t=0 p; for p in $(pgrep -x "$1" 2>/dev/null); do t=$((t + $(cpu_ticks "$p"))); done; echo $t; }
-PROC_GROUPS="beam.smp postgres redis-server ragq-sim ragq-loadgen"
+PROC_GROUPS="beam.smp postgres redis-server nats-server ragq-sim ragq-loadgen"
 # Whole machine: busy and total ticks from /proc/stat (the load generator exits before the
 # second snapshot, so its share is what the machine spent beyond the named processes).
 machine_ticks() { awk '/^cpu / {busy=$2+$3+$4+$7+$8+$9; total=busy+$5+$6; print "machine_busy=" busy " machine_total=" total}' /proc/stat; }
@@ -96,7 +97,7 @@ python3 - "$OUT" $LEVELS <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys, os
 out, levels = sys.argv[1], sys.argv[2:]
 print("\nCPU seconds per process during each level (and share of the 2-core machine's capacity):")
-names = ["api", "workers", "beam.smp", "postgres", "redis-server", "ragq-sim", "other", "idle"]
+names = ["api", "workers", "beam.smp", "postgres", "redis-server", "nats-server", "ragq-sim", "other", "idle"]
 print(f"{'users':>6} {'wall_s':>7} " + " ".join(f"{n:>13}" for n in names))
 for n in levels:
     b = json.load(open(os.path.join(out, f"level-{n}.json")))["bench"]
