@@ -78,25 +78,10 @@ pub(crate) async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats:
 /// A job-shaped JSON payload of about `size` bytes, ending with the publish stamp (the shape
 /// of the `rabbitmq` probe's).
 fn payload(size: usize) -> Vec<u8> {
-    let id = uuid::Uuid::now_v7();
-    let head = json!({
-        "v": 1, "id": id.to_string(), "kind": "chat",
-        "tenant_id": "64e0879f2d8c4128b5d7db55be20ff13", "chat_id": "55ca0d08bf584a5b83f8f6c8296f3e4f",
-        "session_id": "0c9d3e1b2a4f4e6d8c7b5a3f1e2d4c6b", "message_id": uuid::Uuid::new_v4().to_string(),
-        "options": {"quote": true}, "deadline_ms": 1_764_200_000_000u64,
-    })
-    .to_string();
-    let stamp = stamp(now_micros());
-    let fixed = head.len() + stamp.len() + r#","question":"","trace":""}"#.len();
-    let question: String = "How does a work-queue stream hand a job to exactly one worker? "
-        .chars()
-        .cycle()
-        .take(size.saturating_sub(fixed))
-        .collect();
-    let mut s = head;
-    s.pop();
-    s.push_str(&format!(r#","question":"{question}","trace":"{stamp}"}}"#));
-    s.into_bytes()
+    crate::rabbitmq::job_payload(
+        size,
+        "How does a work-queue stream hand a job to exactly one worker? ",
+    )
 }
 
 /// ragq's job headers for one message (`publish_job`).

@@ -41,6 +41,15 @@ pub struct Args {
 
 /// A job-shaped JSON payload of about `size` bytes, ending with the publish stamp.
 fn payload(size: usize) -> Vec<u8> {
+    job_payload(
+        size,
+        "What is the delivery limit of a quorum queue and how do retries work? ",
+    )
+}
+
+/// A job-shaped JSON payload of about `size` bytes whose question repeats `text`, ending with
+/// the publish stamp (shared by the broker probes).
+pub(crate) fn job_payload(size: usize, text: &str) -> Vec<u8> {
     let id = uuid::Uuid::now_v7();
     let head = json!({
         "v": 1, "id": id.to_string(), "kind": "chat",
@@ -52,7 +61,7 @@ fn payload(size: usize) -> Vec<u8> {
     let stamp = stamp(now_micros());
     // head is `{…}`: insert the question and the trace (which carries the stamp) before `}`.
     let fixed = head.len() + stamp.len() + r#","question":"","trace":""}"#.len();
-    let question: String = "What is the delivery limit of a quorum queue and how do retries work? "
+    let question: String = text
         .chars()
         .cycle()
         .take(size.saturating_sub(fixed))
