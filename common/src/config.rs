@@ -125,7 +125,7 @@ pub struct BusConfig {
     pub prefix: String,
 }
 
-/// NATS, for `RAGQ_BROKER=nats` and/or `RAGQ_BUS=nats` (one connection serves both).
+/// NATS, for `RAGQ_BROKER=nats` and/or `RAGQ_BUS=nats` (each opens its own connection to it).
 #[derive(Clone, Debug, Args)]
 pub struct NatsConfig {
     /// NATS URL (`nats://host:4222`; `tls://` for TLS; `nats://user:pass@host` to authenticate).

@@ -6,7 +6,6 @@ use super::{Broker, BrokerError};
 use crate::config::{BrokerConfig, BrokerKind, NatsConfig};
 use crate::tls::TlsRoots;
 
-
 /// Connects to the configured broker and declares its topology. `name` names the connection
 /// (RabbitMQ's management UI, NATS's `connz`).
 pub async fn connect(

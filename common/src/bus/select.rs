@@ -8,7 +8,6 @@ use super::{BusError, EventPublisher, EventSubscriber};
 use crate::config::{BusConfig, BusKind, NatsConfig};
 use crate::tls::TlsRoots;
 
-
 /// The ingress's side: the one subscriber of the process and the shared job state.
 #[derive(Clone)]
 pub struct IngressBus {

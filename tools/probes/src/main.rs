@@ -16,6 +16,7 @@
 //! Build in release for numbers that mean anything: `cargo build --release -p ragq-probe`.
 
 mod corpus;
+mod drive;
 mod html;
 mod nats_broker;
 mod nats_bus;

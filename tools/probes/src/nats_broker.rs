@@ -42,7 +42,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::stamp::{latency_us, now_micros, stamp};
+use crate::stamp::{latency_us, now_micros};
 use crate::stats::{Latency, Summary, Table, ms};
 
 pub struct Args {

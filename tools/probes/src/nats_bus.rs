@@ -29,7 +29,7 @@
 //! events published but not received (core NATS drops instead of blocking). The stream is
 //! purged between phases and deleted at the end, also when a phase failed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use crate::drive::{self, EventSender};
 use crate::nats_broker::connect;
 use crate::stamp::{latency_us, now_micros, stamp};
 use crate::stats::{Latency, Summary, Table, ms};
@@ -58,7 +59,6 @@ pub struct Args {
 }
 
 /// Concurrent publishers in the saturated phases (all on one connection).
-const PUBLISHERS: usize = 64;
 /// JSON around a delta's text: `{"seq":NNNN,"type":"delta","text":""}`.
 const EVENT_OVERHEAD: usize = 37;
 /// The probe's replay stream keeps events this long (ragq's keeps them 10 minutes).
@@ -97,7 +97,7 @@ struct Publisher {
     acks: Arc<Mutex<Latency>>,
 }
 
-impl Publisher {
+impl EventSender for Publisher {
     /// Publishes one stamped event on subject `i`.
     async fn send(&self, i: usize) -> anyhow::Result<()> {
         let seq = self.seqs[i].fetch_add(1, Ordering::Relaxed) + 1;
@@ -377,98 +377,22 @@ async fn phase(
         })
     };
 
-    match paced {
-        None => {
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut tasks = Vec::new();
-            for _ in 0..PUBLISHERS.min(args.inflight) {
-                let (sem, publisher, published, errors, next) = (
-                    sem.clone(),
-                    publisher.clone(),
-                    published.clone(),
-                    errors.clone(),
-                    next.clone(),
-                );
-                let count = args.subjects;
-                tasks.push(tokio::spawn(async move {
-                    while start.elapsed() < window {
-                        match tokio::time::timeout(Duration::from_millis(100), sem.acquire()).await
-                        {
-                            Ok(Ok(p)) => p.forget(),
-                            Ok(Err(_)) => break,
-                            Err(_) => continue,
-                        }
-                        let i = next.fetch_add(1, Ordering::Relaxed) % count;
-                        match publisher.send(i).await {
-                            Ok(()) => {
-                                published.fetch_add(1, Ordering::AcqRel);
-                            }
-                            Err(_) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                                sem.add_permits(1);
-                            }
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-        }
-        Some(rate) => {
-            let mut tasks = tokio::task::JoinSet::new();
-            let mut sent = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            'paced: while start.elapsed() < window {
-                tick.tick().await;
-                let due = (rate as f64 * start.elapsed().as_secs_f64()) as u64;
-                while sent < due {
-                    // Bounded like the saturated phase: a bus that falls behind the rate shows
-                    // as a lower events/s, not as an unbounded backlog.
-                    let permit = loop {
-                        if start.elapsed() >= window {
-                            break 'paced;
-                        }
-                        match tokio::time::timeout(Duration::from_millis(100), sem.acquire()).await
-                        {
-                            Ok(Ok(p)) => break p,
-                            Ok(Err(_)) => break 'paced,
-                            Err(_) => continue,
-                        }
-                    };
-                    permit.forget();
-                    while tasks.len() >= args.inflight {
-                        let _ = tasks.join_next().await;
-                    }
-                    let (publisher, published, errors, sem) = (
-                        publisher.clone(),
-                        published.clone(),
-                        errors.clone(),
-                        sem.clone(),
-                    );
-                    let i = (sent % args.subjects as u64) as usize;
-                    tasks.spawn(async move {
-                        match publisher.send(i).await {
-                            Ok(()) => {
-                                published.fetch_add(1, Ordering::AcqRel);
-                            }
-                            Err(_) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                                sem.add_permits(1);
-                            }
-                        }
-                    });
-                    sent += 1;
-                }
-                while tasks.try_join_next().is_some() {}
-            }
-            let _ = tokio::time::timeout(CALL_TIMEOUT, async {
-                while tasks.join_next().await.is_some() {}
-            })
-            .await;
-        }
-    }
+    let counts = drive::Counts {
+        published: published.clone(),
+        errors: errors.clone(),
+    };
+    let publisher = Arc::new(publisher);
+    drive::drive(
+        publisher.clone(),
+        sem.clone(),
+        &counts,
+        args.subjects,
+        args.inflight,
+        paced,
+        start,
+        window,
+    )
+    .await;
     // Core publishes are buffered by the client: make sure they left.
     let _ = tokio::time::timeout(CALL_TIMEOUT, pub_client.flush()).await;
     stop.store(true, Ordering::Release);

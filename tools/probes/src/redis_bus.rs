@@ -21,7 +21,7 @@
 //! Replay streams written by the `ragq` path are deleted at the end.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use crate::drive::{self, EventSender};
 use crate::stamp::{latency_us, now_micros, stamp};
 use crate::stats::{Latency, Summary, Table, ms};
 
@@ -48,7 +49,6 @@ pub struct Args {
 }
 
 /// Concurrent publishers in the saturated phase (all on one multiplexed connection).
-const PUBLISHERS: usize = 64;
 /// JSON around a delta's text: `{"seq":NNNN,"type":"delta","text":""}`.
 const EVENT_OVERHEAD: usize = 37;
 
@@ -73,7 +73,7 @@ enum Publisher {
     },
 }
 
-impl Publisher {
+impl EventSender for Publisher {
     /// Publishes one stamped event on channel `i`.
     async fn send(&self, i: usize) -> anyhow::Result<()> {
         let st = stamp(now_micros());
@@ -215,7 +215,6 @@ async fn phase(args: &Args, path: Path, paced: Option<u64>) -> anyhow::Result<Ph
         },
     };
 
-    let saturated = paced.is_none();
     let sem = Arc::new(Semaphore::new(args.inflight));
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicU64::new(0));
@@ -250,80 +249,28 @@ async fn phase(args: &Args, path: Path, paced: Option<u64>) -> anyhow::Result<Ph
                 if start.elapsed() <= window {
                     in_window += 1;
                 }
-                if saturated {
-                    sem.add_permits(1);
-                }
+                // The event arrived: its in-flight slot is free (both phases are bounded).
+                sem.add_permits(1);
             }
             (latency, in_window)
         })
     };
 
-    match paced {
-        None => {
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut tasks = Vec::new();
-            for _ in 0..PUBLISHERS.min(args.inflight) {
-                let (sem, publisher, published, errors, next) = (
-                    sem.clone(),
-                    publisher.clone(),
-                    published.clone(),
-                    errors.clone(),
-                    next.clone(),
-                );
-                let channels = args.channels;
-                tasks.push(tokio::spawn(async move {
-                    while start.elapsed() < window {
-                        match tokio::time::timeout(Duration::from_millis(100), sem.acquire()).await
-                        {
-                            Ok(Ok(p)) => p.forget(),
-                            Ok(Err(_)) => break,
-                            Err(_) => continue,
-                        }
-                        let i = next.fetch_add(1, Ordering::Relaxed) % channels;
-                        match publisher.send(i).await {
-                            Ok(()) => {
-                                published.fetch_add(1, Ordering::AcqRel);
-                            }
-                            Err(_) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                                sem.add_permits(1);
-                            }
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-        }
-        Some(rate) => {
-            let mut tasks = tokio::task::JoinSet::new();
-            let mut sent = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            while start.elapsed() < window {
-                tick.tick().await;
-                let due = (rate as f64 * start.elapsed().as_secs_f64()) as u64;
-                while sent < due {
-                    let (publisher, published, errors) =
-                        (publisher.clone(), published.clone(), errors.clone());
-                    let i = (sent % args.channels as u64) as usize;
-                    tasks.spawn(async move {
-                        match publisher.send(i).await {
-                            Ok(()) => published.fetch_add(1, Ordering::AcqRel),
-                            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                        };
-                    });
-                    sent += 1;
-                }
-                while tasks.try_join_next().is_some() {}
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                while tasks.join_next().await.is_some() {}
-            })
-            .await;
-        }
-    }
+    let counts = drive::Counts {
+        published: published.clone(),
+        errors: errors.clone(),
+    };
+    drive::drive(
+        Arc::new(publisher),
+        sem.clone(),
+        &counts,
+        args.channels,
+        args.inflight,
+        paced,
+        start,
+        window,
+    )
+    .await;
     stop.store(true, Ordering::Release);
     let (latency, in_window) = tokio::time::timeout(Duration::from_secs(15), subscriber)
         .await
