@@ -221,11 +221,13 @@ async fn a_resume_through_another_api_keeps_the_job_alive() {
 }
 
 /// Fault hook: `[panic]` in the question panics the job, `[bus]` makes its publishes fail, on
-/// every attempt; `[slow-done]` waits 3 s between save and `done`.
+/// every attempt; `[db-busy]` finds the database's pool exhausted on the first attempt;
+/// `[slow-done]` waits 3 s between save and `done`.
 fn hook() -> FaultHook {
-    Arc::new(|point, job, _attempt| match point {
+    Arc::new(|point, job, attempt| match point {
         FaultPoint::Start if job.question.contains("[panic]") => Fault::Panic,
         FaultPoint::Start if job.question.contains("[bus]") => Fault::BusFailure,
+        FaultPoint::Start if job.question.contains("[db-busy]") && attempt == 0 => Fault::DbBusy,
         FaultPoint::AfterSave if job.question.contains("[slow-done]") => {
             Fault::Delay(Duration::from_secs(3))
         }
@@ -290,6 +292,42 @@ async fn a_job_given_up_at_the_delivery_limit_ends_its_stream() {
         dead.iter().map(|d| &d.reason).collect::<Vec<_>>()
     );
     broker.close().await;
+    env.stop().await;
+}
+
+/// A database busy for a moment (the pool timed out) is retried, not told to the client as a
+/// failure: the job is requeued and the next attempt answers it in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_database_is_retried_not_failed() {
+    let env = TestEnv::start(EnvOptions {
+        faults: Some(hook()),
+        ..Default::default()
+    })
+    .await;
+    let session = env.create_session(&env.chat_id).await;
+    let started = Instant::now();
+    let resp = start_at(
+        &env,
+        &env.url,
+        &env.chat_id,
+        &session,
+        &format!("{QUESTION} [db-busy]"),
+    )
+    .await;
+    let events = parse_sse(&read_rest(resp, Duration::from_secs(10)).await);
+    println!(
+        "database busy on the first attempt: answered {:?} after the question",
+        started.elapsed()
+    );
+    assert!(
+        events.iter().all(|e| e["code"] == 0),
+        "no error event: {events:?}"
+    );
+    assert!(
+        final_answer(&events).contains("five attempts"),
+        "{events:?}"
+    );
+    assert_eq!(wait_for_turn(&env, &session).await.0, "done");
     env.stop().await;
 }
 

@@ -197,7 +197,8 @@ async fn run_job(
     let run = {
         let (deps, job, token) = (deps.clone(), job.clone(), watch.token.clone());
         tokio::spawn(
-            async move { dispatch::run(&deps, &job, attempt, token).await }.in_current_span(),
+            async move { dispatch::run(&deps, &job, attempt, last_attempt, token).await }
+                .in_current_span(),
         )
     };
     let (outcome, why) = match run.await {

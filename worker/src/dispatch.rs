@@ -17,19 +17,27 @@ use crate::job::outcome::Outcome;
 use crate::{chat, jobs, metrics};
 
 /// Runs a job to its terminal event. `attempt` counts earlier deliveries of the same job
-/// (0 = first delivery); a later attempt replays or regenerates.
-pub async fn run(deps: &Deps, job: &Job, attempt: u32, cancel: CancellationToken) -> Outcome {
+/// (0 = first delivery); a later attempt replays or regenerates. On the `last_attempt` every
+/// failure is told to the client (nothing is requeued for another try).
+pub async fn run(
+    deps: &Deps,
+    job: &Job,
+    attempt: u32,
+    last_attempt: bool,
+    cancel: CancellationToken,
+) -> Outcome {
     if job.kind == JobKind::BatchLine {
         // No events: the result goes to `batch_lines` (see `jobs::batch_line`).
         return metrics::with_upstream_clock(jobs::batch_line::run(deps, job, cancel)).await;
     }
-    metrics::with_upstream_clock(run_with_events(deps, job, attempt, cancel)).await
+    metrics::with_upstream_clock(run_with_events(deps, job, attempt, last_attempt, cancel)).await
 }
 
 async fn run_with_events(
     deps: &Deps,
     job: &Job,
     attempt: u32,
+    last_attempt: bool,
     cancel: CancellationToken,
 ) -> Outcome {
     let mut events = JobEvents::new(deps.bus.clone(), job.id, attempt);
@@ -61,6 +69,14 @@ async fn run_with_events(
             metrics::error(metrics::ERROR_BUS);
             Outcome::Requeue
         }
+        // A database busy for a moment (every pool connection taken, a connection lost) is no
+        // reason to fail the question: another attempt, 250 ms later and perhaps on another
+        // worker, usually gets through. On the last attempt the client is told instead.
+        Err(StepError::Db(e)) if !last_attempt && transient(&e) => {
+            tracing::warn!(job = %job.id, error = %e, "database busy; requeueing");
+            metrics::error(metrics::ERROR_DB_BUSY);
+            Outcome::Requeue
+        }
         Err(e) => {
             // The detail is logged under a fresh error id; the client sees a fixed message
             // with that id (`error::StepError::report`).
@@ -78,6 +94,15 @@ async fn run_with_events(
         tracing::debug!(job = %job.id, outcome = finished, "job finished");
     }
     outcome
+}
+
+/// A database failure that a later attempt may not meet: the pool had no connection free in
+/// time, or the connection broke.
+fn transient(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// Sends the job to its kind.

@@ -64,6 +64,9 @@ pub const OUTCOME_REQUEUED: &str = "requeued";
 pub const OUTCOME_DEAD_LETTERED: &str = "dead_lettered";
 /// `ragq_errors_total{reason}` of an event bus failure (the job is requeued).
 pub const ERROR_BUS: &str = "bus";
+/// `ragq_errors_total{reason}` of a database that was busy or unreachable for a moment (pool
+/// timeout, lost connection): the job is requeued, not failed.
+pub const ERROR_DB_BUSY: &str = "db_busy";
 /// `ragq_dead_letters_total{reason}`.
 pub const DEAD_UNDECODABLE: &str = "undecodable";
 pub const DEAD_DELIVERY_LIMIT: &str = "delivery_limit";
@@ -91,6 +94,7 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         let _ = counter!(m::ERRORS, "reason" => reason.as_str());
     }
     let _ = counter!(m::ERRORS, "reason" => ERROR_BUS);
+    let _ = counter!(m::ERRORS, "reason" => ERROR_DB_BUSY);
     WorkerMetrics {
         steps: Step::ALL.map(|s| histogram!(m::JOB_STEP, "step" => s.as_str())),
         overhead: histogram!(m::JOB_OVERHEAD),

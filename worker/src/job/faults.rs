@@ -29,6 +29,8 @@ pub enum Fault {
     Panic,
     /// Publishing the job's events fails (as when Redis is unreachable).
     BusFailure,
+    /// The database has no connection free in time (its pool timed out).
+    DbBusy,
     /// The step takes this much longer.
     Delay(Duration),
 }
@@ -52,6 +54,7 @@ pub async fn injected(
         Fault::BusFailure => Err(StepError::Bus(ragq_common::bus::BusError::Connection(
             "injected fault: publish failed".into(),
         ))),
+        Fault::DbBusy => Err(StepError::Db(sqlx::Error::PoolTimedOut)),
         Fault::Delay(d) => {
             tokio::time::sleep(d).await;
             Ok(())
