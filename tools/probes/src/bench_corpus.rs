@@ -71,8 +71,9 @@ pub const P_AREA: f64 = 0.04;
 const COMMON_FREQUENCY: f64 = 0.005;
 /// The bench chat's `top_n`: fewer keyword matches make the worker add vector-scan candidates.
 const TOP_N: usize = 6;
-/// General words in questions are drawn from Zipf ranks at or beyond this one.
-const GENERAL_MIN_RANK: usize = 150;
+/// General words in questions: Zipf draws within these ranks, the real technical words below
+/// the most frequent ones ("configure", "timeout", "replication").
+const GENERAL_RANKS: (usize, usize) = (100, 400);
 
 /// Real technical words ranked after the retrieval probe's domain words.
 pub const EXTRA_WORDS: &[&str] = &[
@@ -512,7 +513,7 @@ impl Writer<'_> {
                 .to_string(),
         ];
         while words.len() < slots {
-            let w = if self.rng.next_f64() < 0.5 {
+            let w = if self.rng.next_f64() < 0.7 {
                 self.general_word()
             } else {
                 self.vocab
@@ -538,11 +539,11 @@ impl Writer<'_> {
         out
     }
 
-    /// An everyday technical word: a Zipf draw at or beyond [`GENERAL_MIN_RANK`].
+    /// An everyday technical word: a Zipf draw within [`GENERAL_RANKS`].
     fn general_word(&mut self) -> String {
         loop {
             let r = self.vocab.sample_rank(&mut self.rng);
-            if r >= GENERAL_MIN_RANK {
+            if (GENERAL_RANKS.0..GENERAL_RANKS.1).contains(&r) {
                 return self.vocab.word(r).to_string();
             }
         }
