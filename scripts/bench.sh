@@ -157,7 +157,7 @@ if [ "$PIN" = 1 ]; then
   pin 1 $(service_pids | sort -un)
   taskset -p -c 0 $$ >/dev/null
   LOADGEN_PIN=(taskset -c 0)
-  echo "[bench] pinned: ragq-sim and ragq-loadgen on CPU 0; api, workers, postgres, beam.smp, redis-server, nats-server on CPU 1" >&2
+  echo "[bench] pinned: ragq-sim and ragq-loadgen on CPU 0; api, workers, postgres, beam.smp (and its children), epmd, redis-server, nats-server on CPU 1 ($(($(wc -l <"$SAVED_AFFINITY") - 1)) processes)" >&2
 fi
 # The load generator, pinned as above, its CPU time written to $1 (it leaves /proc before the
 # second snapshot).
