@@ -118,7 +118,7 @@ LOADGEN_TARGET=(--chat-id "$CHAT" "${QUESTION_ARGS[@]}")
 # of PostgreSQL backends forked meanwhile (they inherit the pinned postmaster's mask).
 SAVED_AFFINITY=$OUT/affinity.saved
 LOADGEN_PIN=()
-mask_of() { taskset -p "$1" 2>/dev/null | awk '{print $NF}'; }
+mask_of() { taskset -p "$1" 2>/dev/null | awk '{print $NF}' || true; }
 descendants() { local c; for c in $(pgrep -P "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done; }
 service_pids() {
   local p
@@ -138,10 +138,10 @@ restore_affinity() {
   local pid mask parent all
   all=$(printf '%x' $(((1 << $(nproc --all)) - 1)))
   for pid in $(service_pids) $(cat .ragq/pids/sim.pid 2>/dev/null); do
-    mask=$(awk -v p="$pid" '$1 == p {print $2}' "$SAVED_AFFINITY")
+    mask=$(awk -v p="$pid" '$1 == p {print $2}' "$SAVED_AFFINITY" || true)
     if [ -z "$mask" ]; then # forked during the run: its parent's previous mask
-      parent=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
-      mask=$(awk -v p="$parent" '$1 == p {print $2}' "$SAVED_AFFINITY")
+      parent=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+      mask=$(awk -v p="$parent" '$1 == p {print $2}' "$SAVED_AFFINITY" || true)
     fi
     taskset -a -p "${mask:-$all}" "$pid" >/dev/null 2>&1 || true
   done
