@@ -9,7 +9,22 @@
 #   RAGQ_BENCH_TYPE=stream                       loadgen --test-type
 #   RAGQ_WORKERS=1
 #   RAGQ_BROKER=rabbitmq RAGQ_BUS=redis           (or nats; see scripts/bench-brokers.sh)
-# Results: .ragq/bench/level-N.json and .ragq/bench/summary.txt
+#   RAGQ_BENCH_CORPUS=realistic                  the generated corpus (`ragq-probe bench-corpus`:
+#                                                ~100 documents, ~2,000 chunks, questions that hit
+#                                                a few percent of the chunks), loaded once per seed
+#                                                into .ragq/bench-corpus/; `demo` = demo/docs and
+#                                                the demo chat, one question (the old behaviour)
+#   RAGQ_BENCH_SEED=42 RAGQ_BENCH_DOCS=100       the corpus
+#   RAGQ_BENCH_QUESTIONS=50                      questions sent (from its questions.txt; users cycle)
+#   RAGQ_BENCH_PIN=0                             1: the simulator and the load generator on CPU 0,
+#                                                ragq and its services (PostgreSQL, RabbitMQ, Redis,
+#                                                NATS) on CPU 1 (taskset -a; restored at exit)
+#   RAGQ_BENCH_OPEN_RATES="50 100 200 300 400 500 600"  open-loop rates (requests/s, Poisson
+#                                                arrivals) after the closed levels; "" skips them
+#   RAGQ_BENCH_OPEN_DURATION=20                  seconds of arrivals per rate
+#   RAGQ_BENCH_OPEN_PER_SESSION=10               open loop: questions per chat session
+# Per level and rate: CPU ms per question answered of each process group (from /proc).
+# Results: .ragq/bench/level-N.json, open-R.json, open-capacity.json and summary.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,6 +32,15 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 LEVELS=${RAGQ_BENCH_LEVELS:-1 10 100 500 1000 2000}
 REQUESTS=${RAGQ_BENCH_REQUESTS:-3}
 TYPE=${RAGQ_BENCH_TYPE:-stream}
+CORPUS=${RAGQ_BENCH_CORPUS:-realistic}
+SEED=${RAGQ_BENCH_SEED:-42}
+DOCS=${RAGQ_BENCH_DOCS:-100}
+NQUESTIONS=${RAGQ_BENCH_QUESTIONS:-50}
+PIN=${RAGQ_BENCH_PIN:-0}
+OPEN_RATES=${RAGQ_BENCH_OPEN_RATES-50 100 200 300 400 500 600}
+OPEN_DURATION=${RAGQ_BENCH_OPEN_DURATION:-20}
+OPEN_PER_SESSION=${RAGQ_BENCH_OPEN_PER_SESSION:-10}
+case $CORPUS in realistic | demo) ;; *) echo "RAGQ_BENCH_CORPUS must be realistic or demo" >&2; exit 2 ;; esac
 unset RAGQ_UPSTREAM_URL
 # Workload W1 for the simulator.
 export RAGQ_SIM_EMBED_MS=15 RAGQ_SIM_RERANK_MS=80 RAGQ_SIM_TTFT_MS=250 RAGQ_SIM_TOKENS=48 RAGQ_SIM_TOKEN_GAP_MS=15
@@ -28,6 +52,116 @@ set -a; source .ragq/run.env; set +a
 BIN=${RAGQ_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 OUT=.ragq/bench
 mkdir -p "$OUT"
+# The `ragq` CLI reads model keys with the key up.sh used.
+if [ -z "${RAGQ_SECRET_KEY:-}" ] && [ -s .ragq/secret.key ]; then
+  RAGQ_SECRET_KEY=$(cat .ragq/secret.key)
+  export RAGQ_SECRET_KEY
+fi
+
+# The chat and the questions of the run.
+CHAT=$RAGQ_CHAT_ID
+QUESTION_ARGS=()
+if [ "$CORPUS" = realistic ]; then
+  CDIR=.ragq/bench-corpus/seed-$SEED-docs-$DOCS
+  if [ ! -s "$CDIR/corpus.json" ]; then
+    if [ ! -x "$BIN/ragq-probe" ]; then
+      echo "[bench] building ragq-probe (release)" >&2
+      cargo build --release --locked -p ragq-probe 2>&1 | tail -n 1 >&2
+    fi
+    "$BIN/ragq-probe" bench-corpus --out "$CDIR" --docs "$DOCS" --seed "$SEED" --questions 200 >&2
+  fi
+  # Dataset and chat: reused while they exist in this tenant with all their chunks.
+  BENCH_TENANT_ID= BENCH_DATASET_ID= BENCH_CHAT_ID= BENCH_CHUNKS=
+  # shellcheck disable=SC1091
+  [ -f "$CDIR/ragq.env" ] && source "$CDIR/ragq.env"
+  sql() { psql "$RAGQ_DATABASE_URL" -tAc "$1" 2>/dev/null; }
+  if [ "$BENCH_TENANT_ID" = "$RAGQ_TENANT_ID" ] && [ -n "$BENCH_CHAT_ID" ] &&
+    [ "$(sql "SELECT count(*) FROM chats WHERE id = '$BENCH_CHAT_ID' AND tenant_id = '$RAGQ_TENANT_ID'")" = 1 ] &&
+    [ "$(sql "SELECT count(*) FROM chunks WHERE dataset_id = '$BENCH_DATASET_ID'")" = "$BENCH_CHUNKS" ]; then
+    echo "[bench] reusing the corpus dataset $BENCH_DATASET_ID ($BENCH_CHUNKS chunks) and chat $BENCH_CHAT_ID" >&2
+  else
+    echo "[bench] loading $CDIR/docs into a dataset of tenant $RAGQ_TENANT_ID" >&2
+    loaded=$("$BIN/ragq" load-dataset --tenant "$RAGQ_TENANT_ID" --name "bench-s$SEED-d$DOCS-$(date +%s)" \
+      --embedding-model demo-embed "$CDIR/docs")
+    BENCH_DATASET_ID=$(sed -n 's/^RAGQ_DATASET_ID=//p' <<<"$loaded")
+    # As autovacuum would have done by the time users ask: statistics for the common lexemes.
+    sql "ANALYZE chunks" >/dev/null
+    BENCH_CHUNKS=$(sql "SELECT count(*) FROM chunks WHERE dataset_id = '$BENCH_DATASET_ID'")
+    chat=$("$BIN/ragq" create-chat --tenant "$RAGQ_TENANT_ID" --name "bench-s$SEED-d$DOCS" --llm demo-llm \
+      --dataset "$BENCH_DATASET_ID" --rerank demo-rerank --top-n 6 --similarity-threshold 0.2 \
+      --vector-similarity-weight 0.3 --refine-multiturn false)
+    BENCH_CHAT_ID=$(sed -n 's/^RAGQ_CHAT_ID=//p' <<<"$chat")
+    BENCH_TENANT_ID=$RAGQ_TENANT_ID
+    printf 'BENCH_TENANT_ID=%s\nBENCH_DATASET_ID=%s\nBENCH_CHAT_ID=%s\nBENCH_CHUNKS=%s\n' \
+      "$BENCH_TENANT_ID" "$BENCH_DATASET_ID" "$BENCH_CHAT_ID" "$BENCH_CHUNKS" >"$CDIR/ragq.env"
+  fi
+  CHAT=$BENCH_CHAT_ID
+  while IFS= read -r q; do QUESTION_ARGS+=(--question "$q"); done < <(head -n "$NQUESTIONS" "$CDIR/questions.txt")
+  python3 - "$CDIR/corpus.json" "$BENCH_CHUNKS" "${#QUESTION_ARGS[@]}" >"$OUT/corpus.txt" <<'PY'
+import json, sys
+c, chunks, nq = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3]) // 2
+m, s = c["measured"], c["measured"]["selectivity"]
+pct = lambda v: f"{100 * v:.2f}%"
+print(f"corpus: realistic (ragq-probe bench-corpus, seed {c['seed']}, {c['docs']} documents, version {c['version']}): "
+      f"{chunks} chunks loaded (the generator predicted {m['chunks']}), {m['chunk_chars']['mean']:.0f} characters each on average; "
+      f"{nq} of its {c['questions']} questions sent. Chunks matched by a question's terms: median {pct(s['question_any_term']['p50'])} "
+      f"(p90 {pct(s['question_any_term']['p90'])}); by the worker's keyword query: median {pct(s['question_keyword_query']['p50'])}.")
+PY
+else
+  echo "corpus: demo (demo/docs, the demo chat, the load generator's default question)" >"$OUT/corpus.txt"
+fi
+cat "$OUT/corpus.txt" >&2
+LOADGEN_TARGET=(--chat-id "$CHAT" "${QUESTION_ARGS[@]}")
+
+# Pinning: the simulator, the load generator and this script on CPU 0; ragq and the services it
+# drives on CPU 1, every thread (taskset -a). The previous masks are restored at exit, also those
+# of PostgreSQL backends forked meanwhile (they inherit the pinned postmaster's mask).
+SAVED_AFFINITY=$OUT/affinity.saved
+LOADGEN_PIN=()
+mask_of() { taskset -p "$1" 2>/dev/null | awk '{print $NF}' || true; }
+descendants() { local c; for c in $(pgrep -P "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done; }
+service_pids() {
+  local p
+  cat .ragq/pids/api*.pid .ragq/pids/worker-*.pid 2>/dev/null
+  pgrep -x postgres; pgrep -x redis-server; pgrep -x nats-server; pgrep -x epmd
+  for p in $(pgrep -x beam.smp); do echo "$p"; descendants "$p"; done
+}
+pin() { # pin CPU PID...
+  local cpu=$1 pid mask; shift
+  for pid in "$@"; do
+    mask=$(mask_of "$pid"); [ -n "$mask" ] || continue
+    grep -q "^$pid " "$SAVED_AFFINITY" 2>/dev/null || echo "$pid $mask" >>"$SAVED_AFFINITY"
+    taskset -a -p -c "$cpu" "$pid" >/dev/null 2>&1 || echo "[bench] could not pin pid $pid" >&2
+  done
+}
+restore_affinity() {
+  local pid mask parent all
+  all=$(printf '%x' $(((1 << $(nproc --all)) - 1)))
+  for pid in $(service_pids) $(cat .ragq/pids/sim.pid 2>/dev/null); do
+    mask=$(awk -v p="$pid" '$1 == p {print $2}' "$SAVED_AFFINITY" || true)
+    if [ -z "$mask" ]; then # forked during the run: its parent's previous mask
+      parent=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+      mask=$(awk -v p="$parent" '$1 == p {print $2}' "$SAVED_AFFINITY" || true)
+    fi
+    taskset -a -p "${mask:-$all}" "$pid" >/dev/null 2>&1 || true
+  done
+  echo "[bench] CPU affinities restored" >&2
+}
+if [ "$PIN" = 1 ]; then
+  [ "$(nproc --all)" -ge 2 ] || { echo "RAGQ_BENCH_PIN=1 needs 2 CPUs" >&2; exit 2; }
+  : >"$SAVED_AFFINITY"
+  SHELL_MASK=$(mask_of $$)
+  trap restore_affinity EXIT
+  pin 0 "$(cat .ragq/pids/sim.pid)"
+  # shellcheck disable=SC2046
+  pin 1 $(service_pids | sort -un)
+  taskset -p -c 0 $$ >/dev/null
+  LOADGEN_PIN=(taskset -c 0)
+  echo "[bench] pinned: ragq-sim and ragq-loadgen on CPU 0; api, workers, postgres, beam.smp (and its children), epmd, redis-server, nats-server on CPU 1 ($(($(wc -l <"$SAVED_AFFINITY") - 1)) processes)" >&2
+fi
+# The load generator, pinned as above, its CPU time written to $1 (it leaves /proc before the
+# second snapshot).
+loadgen() { local usage=$1; shift; "${LOADGEN_PIN[@]}" python3 scripts/lib/rusage.py "$usage" "$BIN/ragq-loadgen" "$@"; }
 # The simulator's own latencies as a client sees them (its timers add ~1-2 ms per call over the
 # nominal W1): their sum is the empirical ideal, the baseline for ragq's own overhead.
 python3 scripts/lib/sim_latency.py "http://${RAGQ_SIM_ADDR:-127.0.0.1:9390}" > "$OUT/sim-latency.json"
@@ -52,30 +186,40 @@ machine_ticks() { awk '/^cpu / {busy=$2+$3+$4+$7+$8+$9; total=busy+$5+$6; print 
 snapshot_groups() { local g; for g in $PROC_GROUPS; do printf '%s=%s ' "$g" "$(group_ticks "$g")"; done; machine_ticks; }
 
 # Warm-up: connections, caches.
-"$BIN/ragq-loadgen" --users 4 --requests 2 --test-type "$TYPE" --quiet >/dev/null
+loadgen "$OUT/warmup.rusage" --users 4 --requests 2 --test-type "$TYPE" --quiet "${LOADGEN_TARGET[@]}" >/dev/null
 
 for users in $LEVELS; do
   reqs=$REQUESTS
   [ "$users" -eq 1 ] && reqs=30
   a0=$(cpu_ticks "$api_pid"); w0=$(sum_ticks $worker_pids); g0=$(snapshot_groups); t0=$(date +%s.%N)
   echo "[bench] $users users x $reqs requests" >&2
-  "$BIN/ragq-loadgen" --users "$users" --requests "$reqs" --test-type "$TYPE" --quiet \
-    --max-duration 300 --timeout 120 --json-out "$OUT/level-$users.json" >/dev/null
+  loadgen "$OUT/level-$users.rusage" --users "$users" --requests "$reqs" --test-type "$TYPE" --quiet \
+    --max-duration 300 --timeout 120 --json-out "$OUT/level-$users.json" "${LOADGEN_TARGET[@]}" >/dev/null
   a1=$(cpu_ticks "$api_pid"); w1=$(sum_ticks $worker_pids); g1=$(snapshot_groups); t1=$(date +%s.%N)
-  python3 - "$OUT/level-$users.json" <<PY
-import json, sys
-p = sys.argv[1]
-r = json.load(open(p))
-r["bench"] = {"users": $users, "api_cpu_s": ($a1 - $a0) / $HZ, "workers_cpu_s": ($w1 - $w0) / $HZ,
-              "api_peak_rss_kb": $(peak_kb "$api_pid"), "workers_peak_rss_kb": $(sum_peak $worker_pids),
-              "ideal_ttfc_ms": $IDEAL_MS, "empirical_ideal_ttfc_ms": $EMPIRICAL_IDEAL_MS, "wall_s": $t1 - $t0,
-              "cpu_s": {k: (int(b) - int(a)) / $HZ for (k, a), (_, b) in zip(
-                  [kv.split("=") for kv in "$g0".split()], [kv.split("=") for kv in "$g1".split()])}}
-json.dump(r, open(p, "w"), indent=1)
-PY
+  python3 scripts/lib/bench_cpu.py annotate "$OUT/level-$users.json" mode=closed users="$users" hz="$HZ" \
+    api0="$a0" api1="$a1" w0="$w0" w1="$w1" g0="$g0" g1="$g1" t0="$t0" t1="$t1" pinned="$PIN" \
+    api_rss="$(peak_kb "$api_pid")" wrk_rss="$(sum_peak $worker_pids)" ideal="$IDEAL_MS" \
+    empirical="$EMPIRICAL_IDEAL_MS" loadgen="$OUT/level-$users.rusage"
 done
 
-python3 - "$OUT" $LEVELS <<'PY' | tee "$OUT/summary.txt"
+# Open loop: Poisson arrivals at each rate, latency from the scheduled arrival.
+for rate in $OPEN_RATES; do
+  sessions=$(python3 -c 'import math,sys; r,d,k=map(float,sys.argv[1:]); print(max(20, math.ceil(r*d/k)))' "$rate" "$OPEN_DURATION" "$OPEN_PER_SESSION")
+  echo "[bench] open loop: $rate requests/s for ${OPEN_DURATION}s (Poisson), $sessions sessions" >&2
+  a0=$(cpu_ticks "$api_pid"); w0=$(sum_ticks $worker_pids); g0=$(snapshot_groups); t0=$(date +%s.%N)
+  loadgen "$OUT/open-$rate.rusage" --users "$sessions" --rate "$rate" --duration "$OPEN_DURATION" \
+    --arrivals poisson --seed "$SEED" --test-type "$TYPE" --quiet --max-duration $((OPEN_DURATION + 120)) \
+    --timeout 120 --json-out "$OUT/open-$rate.json" "${LOADGEN_TARGET[@]}" >/dev/null
+  a1=$(cpu_ticks "$api_pid"); w1=$(sum_ticks $worker_pids); g1=$(snapshot_groups); t1=$(date +%s.%N)
+  python3 scripts/lib/bench_cpu.py annotate "$OUT/open-$rate.json" mode=open users="$sessions" hz="$HZ" \
+    rate="$rate" duration="$OPEN_DURATION" api0="$a0" api1="$a1" w0="$w0" w1="$w1" g0="$g0" g1="$g1" \
+    t0="$t0" t1="$t1" pinned="$PIN" api_rss="$(peak_kb "$api_pid")" wrk_rss="$(sum_peak $worker_pids)" \
+    ideal="$IDEAL_MS" empirical="$EMPIRICAL_IDEAL_MS" loadgen="$OUT/open-$rate.rusage"
+  sleep 2 # let the queue drain
+done
+
+{ cat "$OUT/corpus.txt"; [ "$PIN" = 1 ] && echo "pinned: ragq-sim and ragq-loadgen on CPU 0; ragq and its services on CPU 1"; true; } | tee "$OUT/summary.txt"
+python3 - "$OUT" $LEVELS <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys, os
 out, levels = sys.argv[1], sys.argv[2:]
 print("ideal = W1's nominal 345 ms; sim = the simulator's measured latencies (scripts/lib/sim_latency.py);")
@@ -112,6 +256,15 @@ for n in levels:
     cap = total
     print(f"{n:>6} {b['wall_s']:>7.1f} " + " ".join(f"{cpu.get(k, 0):>6.2f} ({100*cpu.get(k, 0)/cap:>3.0f}%)" for k in names))
 PY
+level_names=(); for n in $LEVELS; do level_names+=("level-$n"); done
+for r in $OPEN_RATES; do level_names+=("open-$r"); done
+python3 scripts/lib/bench_cpu.py per-question "$OUT" "${level_names[@]}" | tee -a "$OUT/summary.txt"
+# shellcheck disable=SC2086
+[ -n "$OPEN_RATES" ] && python3 scripts/lib/bench_cpu.py open "$OUT" $OPEN_RATES | tee -a "$OUT/summary.txt"
+if [ "$PIN" = 1 ]; then # the probes below run unpinned
+  restore_affinity; trap - EXIT
+  taskset -p "$SHELL_MASK" $$ >/dev/null
+fi
 # Component probes: retrieval at 100k chunks, RabbitMQ and Redis ceilings, and the relay
 # latency through the running api (tools/probes). Skip with RAGQ_BENCH_PROBES=0.
 if [ "${RAGQ_BENCH_PROBES:-1}" = 1 ]; then

@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
 
-use crate::config::{Config, DEFAULT_QUESTION, OpenLoop, TestType};
+use crate::config::{Arrivals, Config, DEFAULT_QUESTION, OpenLoop, TestType};
 
 /// Load generator for ragq's chat-completion APIs (RAGFlow- and
 /// OpenAI-compatible, streaming and not).
@@ -27,8 +27,9 @@ use crate::config::{Config, DEFAULT_QUESTION, OpenLoop, TestType};
     name = "ragq-loadgen",
     version,
     after_help = "Closed loop (default): --users tasks each send --requests requests back to back.\n\
-                  Open loop: --rate RPS --duration SECS sends requests at a fixed arrival rate; \
-                  latencies count from each request's intended start (coordinated-omission safe).\n\
+                  Open loop: --rate RPS --duration SECS sends requests at a fixed arrival rate \
+                  (evenly spaced, or --arrivals poisson); latencies count from each request's \
+                  intended start (coordinated-omission safe).\n\
                   Exit codes: 0 run completed (even with failures), 1 run could not complete or \
                   --require-success saw a failure, 2 bad arguments."
 )]
@@ -61,6 +62,14 @@ pub struct Cli {
     /// Open loop: how long requests arrive, in seconds (needs --rate)
     #[arg(long, value_name = "SECS", requires = "rate", value_parser = positive_secs)]
     pub duration: Option<f64>,
+
+    /// Open loop: evenly spaced arrivals, or a Poisson process of the same mean rate
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = Arrivals::Uniform, requires = "rate")]
+    pub arrivals: Arrivals,
+
+    /// Open loop: seed of the Poisson arrivals (same seed, same schedule)
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "rate")]
+    pub seed: u64,
 
     /// Open loop: at most this many requests in flight; later arrivals wait
     #[arg(long, value_name = "N", default_value_t = 10_000,
@@ -121,6 +130,8 @@ impl Cli {
         cfg.users = self.users;
         cfg.requests = self.requests;
         cfg.max_in_flight = self.max_in_flight;
+        cfg.arrivals = self.arrivals;
+        cfg.seed = self.seed;
         cfg.test_type = self.test_type;
         cfg.questions = self.questions.clone();
         cfg.timeout = Duration::from_secs_f64(self.timeout);
@@ -196,6 +207,23 @@ mod tests {
             })
         );
         assert_eq!(cfg.questions, vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(cfg.arrivals, Arrivals::Uniform);
+        let poisson = parse(&[
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--arrivals",
+            "poisson",
+            "--seed",
+            "9",
+        ])
+        .expect("parse")
+        .config()
+        .expect("config");
+        assert_eq!((poisson.arrivals, poisson.seed), (Arrivals::Poisson, 9));
+        assert_eq!(poisson.to_json()["arrivals"], "poisson");
+        assert_eq!(poisson.to_json()["seed"], 9);
     }
 
     #[test]
@@ -206,6 +234,8 @@ mod tests {
             &["--rate", "1", "--duration", "1", "--requests", "3"],
             &["--test-type", "sideways"],
             &["--timeout", "-1"],
+            &["--arrivals", "poisson"],
+            &["--rate", "1", "--duration", "1", "--arrivals", "sometimes"],
         ] {
             let err = parse(bad).expect_err("must fail");
             assert_eq!(err.exit_code(), 2, "{bad:?}");

@@ -13,6 +13,9 @@
 //!   at a fixed rate no matter how fast the server answers. Latency is
 //!   measured from each request's *intended* start time, so a server that
 //!   stalls cannot hide the queueing it causes ("coordinated omission").
+//!   Arrivals are evenly spaced ([`Arrivals::Uniform`], the default) or a Poisson process
+//!   ([`Arrivals::Poisson`]: exponential gaps from a seeded generator), which is how independent
+//!   users arrive and which, unlike a metronome, also tests the bursts.
 
 use std::time::Duration;
 
@@ -78,6 +81,29 @@ impl TestType {
     }
 }
 
+/// How open-loop arrivals are spaced (`--arrivals`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arrivals {
+    /// Every `1 / rate` seconds.
+    #[default]
+    #[value(name = "uniform")]
+    Uniform,
+    /// A Poisson process of the same mean rate: exponentially distributed gaps, drawn from a
+    /// generator seeded with [`Config::seed`] (the same seed gives the same schedule).
+    #[value(name = "poisson")]
+    Poisson,
+}
+
+impl Arrivals {
+    /// The CLI spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrivals::Uniform => "uniform",
+            Arrivals::Poisson => "poisson",
+        }
+    }
+}
+
 /// Parameters of an open-loop run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OpenLoop {
@@ -106,6 +132,10 @@ pub struct Config {
     /// Open loop: at most this many requests in flight; further arrivals
     /// wait (their latency still counts from the intended start).
     pub max_in_flight: usize,
+    /// Open loop: how arrivals are spaced.
+    pub arrivals: Arrivals,
+    /// Open loop: seed of the Poisson arrivals.
+    pub seed: u64,
     /// Which requests to send.
     pub test_type: TestType,
     /// Questions, cycled through by users / arrivals. Never empty.
@@ -136,6 +166,8 @@ impl Config {
             requests: 1,
             open_loop: None,
             max_in_flight: 10_000,
+            arrivals: Arrivals::Uniform,
+            seed: 1,
             test_type: TestType::Stream,
             questions: vec![DEFAULT_QUESTION.to_owned()],
             timeout: Duration::from_secs(60),
@@ -194,6 +226,8 @@ impl Config {
             "rate": self.open_loop.map(|o| o.rate),
             "duration_s": self.open_loop.map(|o| o.duration.as_secs_f64()),
             "max_in_flight": self.max_in_flight,
+            "arrivals": self.open_loop.map(|_| self.arrivals.name()),
+            "seed": if self.open_loop.is_some() && self.arrivals == Arrivals::Poisson { json!(self.seed) } else { Value::Null },
             "questions": self.questions,
             "timeout_s": self.timeout.as_secs_f64(),
             "max_duration_s": self.max_duration.as_secs_f64(),

@@ -47,7 +47,7 @@ pub mod scenario;
 pub mod sse;
 pub mod stats;
 
-pub use config::{Config, OpenLoop, TestType};
+pub use config::{Arrivals, Config, OpenLoop, TestType};
 pub use runner::run;
 pub use scenario::{Kind, Reason};
 pub use stats::{KindStats, Report, Stats};

@@ -13,13 +13,14 @@
 //!
 //! # Coordinated omission
 //!
-//! In the open loop the ticker computes when each request *should* start
-//! (`start + k / rate`) and hands that instant to [`execute`] as the latency
-//! origin. If the server (or `--max-in-flight`) holds requests back, the
-//! ticks pile up (`MissedTickBehavior::Burst` fires them back-to-back later)
-//! and the waiting time is part of the measured latency — as it would be for
-//! real users arriving at that rate. No further `record_correct` is applied,
-//! which would count the stall twice.
+//! In the open loop the [`Schedule`] computes when each request *should*
+//! start (`start + k / rate`, or the arrival times of a seeded Poisson
+//! process) and hands that instant to [`execute`] as the latency origin. If
+//! the server (or `--max-in-flight`) holds requests back, the due arrivals
+//! pile up (they are sent back-to-back later) and the waiting time is part
+//! of the measured latency — as it would be for real users arriving at that
+//! rate. No further `record_correct` is applied, which would count the stall
+//! twice.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, OpenLoop};
+use crate::config::{Arrivals, Config, OpenLoop};
 use crate::progress::{Counters, Progress};
 use crate::scenario::{self, Outcome, Target, execute};
 use crate::stats::{Report, Stats, WarmupSummary};
@@ -193,7 +194,57 @@ async fn closed_loop(
     Ok((collector.await?, wall))
 }
 
-/// One request per tick at `ol.rate`, each measured from its intended start.
+/// When open-loop arrivals are due, as offsets from the start of the phase.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    arrivals: Arrivals,
+    rate: f64,
+    /// Arrivals handed out so far.
+    k: u64,
+    /// Poisson: the offset of the last arrival, in seconds.
+    t: f64,
+    /// Poisson: SplitMix64 state.
+    state: u64,
+}
+
+impl Schedule {
+    pub fn new(arrivals: Arrivals, rate: f64, seed: u64) -> Self {
+        Schedule {
+            arrivals,
+            rate,
+            k: 0,
+            t: 0.0,
+            state: seed,
+        }
+    }
+
+    /// Uniform in [0, 1) (SplitMix64: small, fast, reproducible; not for secrets).
+    fn next_f64(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The offset of the next arrival: `k / rate` for uniform arrivals (the first at 0);
+    /// for Poisson ones the previous offset plus an exponential gap of mean `1 / rate`.
+    pub fn next_offset(&mut self) -> Duration {
+        let secs = match self.arrivals {
+            Arrivals::Uniform => self.k as f64 / self.rate,
+            Arrivals::Poisson => {
+                let u = self.next_f64();
+                self.t += -(1.0 - u).ln() / self.rate;
+                self.t
+            }
+        };
+        self.k += 1;
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
+}
+
+/// Requests at `ol.rate` spaced as `cfg.arrivals` says, each measured from its intended start.
 async fn open_loop(
     target: &Arc<Target>,
     cfg: &Arc<Config>,
@@ -202,25 +253,24 @@ async fn open_loop(
 ) -> anyhow::Result<(Stats, Duration)> {
     let counters = Arc::new(Counters::default());
     let (tx, collector) = spawn_collector(cfg);
-    let period = Duration::from_secs_f64(1.0 / ol.rate).max(Duration::from_nanos(1));
     let window = ol.duration.min(cfg.max_duration);
     let start = Instant::now();
-    let window_end = start + window;
     let hard_deadline = start + cfg.max_duration;
     let progress = Progress::spawn(Arc::clone(&counters), start, cfg.quiet);
     let in_flight = Arc::new(Semaphore::new(
         cfg.max_in_flight.min(Semaphore::MAX_PERMITS),
     ));
 
-    let mut ticker = tokio::time::interval_at(start.into(), period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut schedule = Schedule::new(cfg.arrivals, ol.rate, cfg.seed);
+    let mut next = schedule.next_offset();
     let mut tasks = JoinSet::new();
     let mut issued = 0usize;
     let mut cut_short = false;
-    loop {
-        let intended = ticker.tick().await.into_std();
-        if intended >= window_end {
-            break;
+    while next < window {
+        let intended = start + next;
+        // Arrivals already due (the loop fell behind) go out back-to-back.
+        if Instant::now() < intended {
+            tokio::time::sleep_until(intended.into()).await;
         }
         let permit = tokio::select! {
             permit = Arc::clone(&in_flight).acquire_owned() => permit?,
@@ -256,6 +306,7 @@ async fn open_loop(
             drop(permit);
         });
         issued += 1;
+        next = schedule.next_offset();
     }
     drop(tx);
     while let Some(joined) = tasks.join_next().await {
@@ -265,11 +316,13 @@ async fn open_loop(
     progress.stop().await;
     let mut stats = collector.await?;
     if cut_short {
-        // Arrivals k with start + k·period < window_end that never started.
-        let due = (window.as_secs_f64() / period.as_secs_f64()).ceil() as usize;
+        // The arrivals due before the window's end that never started.
         let mut missing: BTreeMap<_, u64> = BTreeMap::new();
-        for n in issued..due {
+        let mut n = issued;
+        while next < window {
             *missing.entry(cfg.test_type.kind_for(n)).or_insert(0) += 1;
+            n += 1;
+            next = schedule.next_offset();
         }
         for (kind, count) in missing {
             stats.record_not_issued(kind, count);
@@ -367,6 +420,51 @@ fn warn_if_open_files_limit_low(cfg: &Config) {
             "ragq-loadgen: warning: up to {concurrency} concurrent connections, but the open-files \
              limit is {limit}; connects may fail with EMFILE. Run `ulimit -n {}` first.",
             needed.max(65536)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(arrivals: Arrivals, rate: f64, seed: u64, n: usize) -> Vec<Duration> {
+        let mut s = Schedule::new(arrivals, rate, seed);
+        (0..n).map(|_| s.next_offset()).collect()
+    }
+
+    #[test]
+    fn uniform_arrivals_are_evenly_spaced() {
+        let o = offsets(Arrivals::Uniform, 40.0, 1, 11);
+        assert_eq!(o[0], Duration::ZERO);
+        assert_eq!(o[1], Duration::from_millis(25));
+        assert_eq!(o[10], Duration::from_millis(250));
+    }
+
+    #[test]
+    fn poisson_arrivals_are_seeded_and_exponential() {
+        let rate = 200.0;
+        let n = 20_000;
+        let a = offsets(Arrivals::Poisson, rate, 7, n);
+        assert_eq!(a, offsets(Arrivals::Poisson, rate, 7, n));
+        assert_ne!(a, offsets(Arrivals::Poisson, rate, 8, n));
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+        let gaps: Vec<f64> = std::iter::once(a[0].as_secs_f64())
+            .chain(a.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()))
+            .collect();
+        let mean = gaps.iter().sum::<f64>() / n as f64;
+        assert!((mean * rate - 1.0).abs() < 0.03, "mean gap {mean}");
+        // Exponential: the standard deviation equals the mean, and P(gap > mean) = 1/e.
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(
+            (var.sqrt() / mean - 1.0).abs() < 0.05,
+            "sd/mean {}",
+            var.sqrt() / mean
+        );
+        let above = gaps.iter().filter(|g| **g > mean).count() as f64 / n as f64;
+        assert!(
+            (above - (-1.0f64).exp()).abs() < 0.02,
+            "P(gap > mean) {above}"
         );
     }
 }

@@ -198,19 +198,34 @@ impl Vocabulary {
     /// `size` words (at least the stop and domain words), Zipf exponent `s`, pseudo-words from
     /// `seed`.
     pub fn new(size: usize, s: f64, seed: u64) -> Self {
-        let mut words: Vec<String> = STOP_WORDS
-            .iter()
-            .chain(DOMAIN_WORDS)
-            .map(|w| w.to_string())
-            .collect();
-        let mut seen: HashSet<String> = words.iter().cloned().collect();
+        Self::with_words(size, s, seed, &[], 0.0)
+    }
+
+    /// Like [`Vocabulary::new`], with `extra` real words ranked right after the domain words
+    /// (duplicates skipped), and a share `compounds` of the words after them made of two real
+    /// (non-stop) words joined, like identifiers (`leaderlease`, `queuebudget`), the rest
+    /// pseudo-words. `with_words(n, s, seed, &[], 0.0)` is `new(n, s, seed)`.
+    pub fn with_words(size: usize, s: f64, seed: u64, extra: &[&str], compounds: f64) -> Self {
+        let mut words: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for w in STOP_WORDS.iter().chain(DOMAIN_WORDS).chain(extra) {
+            if seen.insert(w.to_string()) {
+                words.push(w.to_string());
+            }
+        }
+        let real: Vec<String> = words[STOP_WORDS.len()..].to_vec();
         let mut rng = Rng::new(seed ^ 0x005e_ed0f_c0de);
         while words.len() < size {
             let mut w = String::new();
-            for _ in 0..rng.range(2, 3) {
-                w.push_str(ONSETS[rng.range(0, ONSETS.len() - 1)]);
-                w.push_str(VOWELS[rng.range(0, VOWELS.len() - 1)]);
-                w.push_str(CODAS[rng.range(0, CODAS.len() - 1)]);
+            if compounds > 0.0 && rng.next_f64() < compounds {
+                w.push_str(&real[rng.range(0, real.len() - 1)]);
+                w.push_str(&real[rng.range(0, real.len() - 1)]);
+            } else {
+                for _ in 0..rng.range(2, 3) {
+                    w.push_str(ONSETS[rng.range(0, ONSETS.len() - 1)]);
+                    w.push_str(VOWELS[rng.range(0, VOWELS.len() - 1)]);
+                    w.push_str(CODAS[rng.range(0, CODAS.len() - 1)]);
+                }
             }
             if w.len() >= 4 && seen.insert(w.clone()) {
                 words.push(w);

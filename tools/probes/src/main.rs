@@ -10,11 +10,15 @@
 //! | `nats-bus`  | NATS events into one subscriber connection, core and JetStream publishes ([`nats_bus`]) |
 //! | `relay`     | worker publish → ingress → SSE read, through the real api ([`relay`]) |
 //!
+//! And one generator, `bench-corpus`: the deterministic documents and questions
+//! `scripts/bench.sh` loads, with their measured keyword selectivity ([`bench_corpus`]).
+//!
 //! Every probe is bounded (in time or count), talks only to 127.0.0.1 ([`net`]), cleans up what
 //! it created (except the retrieval database, which is kept for reuse), prints a short table,
 //! and with `--json-out PATH` writes its full result as JSON. Progress goes to stderr.
 //! Build in release for numbers that mean anything: `cargo build --release -p ragq-probe`.
 
+mod bench_corpus;
 mod corpus;
 mod drive;
 mod html;
@@ -146,6 +150,19 @@ enum Probe {
         #[arg(long, default_value_t = 200)]
         payload_bytes: usize,
     },
+    /// Write the benchmark corpus: documents (OUT/docs), questions (OUT/questions.txt) and
+    /// their measured selectivity (OUT/corpus.json); the same seed gives the same bytes.
+    BenchCorpus {
+        /// Output folder (created; documents named doc-* in OUT/docs are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        docs: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 200)]
+        questions: usize,
+    },
     /// Worker publish → client read latency through the real ingress (target p99 <= 2 ms at 100 streams).
     Relay {
         #[arg(long, env = "RAGQ_API_URL", default_value = "http://127.0.0.1:9380")]
@@ -180,6 +197,17 @@ enum Probe {
 async fn run(probe: Probe) -> anyhow::Result<serde_json::Value> {
     match probe {
         Probe::Html { max_mib } => html::run(html::Args { max_mib }),
+        Probe::BenchCorpus {
+            out,
+            docs,
+            seed,
+            questions,
+        } => bench_corpus::run(bench_corpus::Args {
+            out,
+            docs,
+            seed,
+            questions,
+        }),
         Probe::Retrieval {
             chunks,
             database_url,
