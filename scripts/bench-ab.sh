@@ -6,12 +6,14 @@
 #
 #   scripts/bench-ab.sh DIR_A DIR_B     # folders with ragq-api, ragq-worker, ragq, ragq-sim, ragq-loadgen
 #   RAGQ_AB_ROUNDS=3  RAGQ_BENCH_LEVELS="1 100"  RAGQ_BENCH_REQUESTS=3
+#   RAGQ_BENCH_CORPUS=demo (the corpus of the recorded A/B figures; `realistic` for the generated one)
 # Results: .ragq/bench-ab/{A,B}-<round>/level-N.json and .ragq/bench-ab/summary.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=${1:?usage: bench-ab.sh DIR_A DIR_B}
 B=${2:?usage: bench-ab.sh DIR_A DIR_B}
 ROUNDS=${RAGQ_AB_ROUNDS:-3}
+export RAGQ_BENCH_CORPUS=${RAGQ_BENCH_CORPUS:-demo} RAGQ_BENCH_OPEN_RATES=${RAGQ_BENCH_OPEN_RATES-}
 export RAGQ_BENCH_LEVELS=${RAGQ_BENCH_LEVELS:-1 100} RAGQ_BENCH_PROBES=0
 OUT=.ragq/bench-ab
 rm -rf "$OUT"; mkdir -p "$OUT"

@@ -8,12 +8,14 @@
 # both are NATS).
 #
 #   RAGQ_BB_ROUNDS=3  RAGQ_BENCH_LEVELS="1 100 500"  RAGQ_BENCH_REQUESTS=3
+#   RAGQ_BENCH_CORPUS=demo (the corpus of the recorded figures; `realistic` for the generated one)
 #   RAGQ_BB_COMBOS="rabbitmq:redis nats:nats nats:redis rabbitmq:nats"
 # Results: .ragq/bench-brokers/<broker>-<bus>-<round>/level-N.json, probe-*.json, summary.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${RAGQ_BB_ROUNDS:-3}
 COMBOS=${RAGQ_BB_COMBOS:-rabbitmq:redis nats:nats nats:redis rabbitmq:nats}
+export RAGQ_BENCH_CORPUS=${RAGQ_BENCH_CORPUS:-demo} RAGQ_BENCH_OPEN_RATES=${RAGQ_BENCH_OPEN_RATES-}
 export RAGQ_BENCH_LEVELS=${RAGQ_BENCH_LEVELS:-1 100 500} RAGQ_BENCH_PROBES=0
 OUT=.ragq/bench-brokers
 rm -rf "$OUT"; mkdir -p "$OUT"

@@ -19,8 +19,10 @@
 #   RAGQ_BENCH_PIN=0                             1: the simulator and the load generator on CPU 0,
 #                                                ragq and its services (PostgreSQL, RabbitMQ, Redis,
 #                                                NATS) on CPU 1 (taskset -a; restored at exit)
-#   RAGQ_BENCH_OPEN_RATES="50 100 200 300 400 500 600"  open-loop rates (requests/s, Poisson
-#                                                arrivals) after the closed levels; "" skips them
+#   RAGQ_BENCH_OPEN_RATES=                       open-loop rates (requests/s, Poisson arrivals) after
+#                                                the closed levels; default none, and with
+#                                                RAGQ_BENCH_PIN=1 "50 60 70 80 90 100 120 150"
+#                                                (around the pinned capacity measured here, 80/s)
 #   RAGQ_BENCH_OPEN_DURATION=20                  seconds of arrivals per rate
 #   RAGQ_BENCH_OPEN_PER_SESSION=10               open loop: questions per chat session
 # Per level and rate: CPU ms per question answered of each process group (from /proc).
@@ -37,7 +39,11 @@ SEED=${RAGQ_BENCH_SEED:-42}
 DOCS=${RAGQ_BENCH_DOCS:-100}
 NQUESTIONS=${RAGQ_BENCH_QUESTIONS:-50}
 PIN=${RAGQ_BENCH_PIN:-0}
-OPEN_RATES=${RAGQ_BENCH_OPEN_RATES-50 100 200 300 400 500 600}
+if [ "$PIN" = 1 ]; then
+  OPEN_RATES=${RAGQ_BENCH_OPEN_RATES-50 60 70 80 90 100 120 150}
+else
+  OPEN_RATES=${RAGQ_BENCH_OPEN_RATES-}
+fi
 OPEN_DURATION=${RAGQ_BENCH_OPEN_DURATION:-20}
 OPEN_PER_SESSION=${RAGQ_BENCH_OPEN_PER_SESSION:-10}
 case $CORPUS in realistic | demo) ;; *) echo "RAGQ_BENCH_CORPUS must be realistic or demo" >&2; exit 2 ;; esac
