@@ -149,6 +149,9 @@ enum Probe {
         rate: u64,
         #[arg(long, default_value_t = 200)]
         payload_bytes: usize,
+        /// Store the replay stream in memory instead of files (ragq's is `file`).
+        #[arg(long)]
+        memory: bool,
     },
     /// Write the benchmark corpus: documents (OUT/docs), questions (OUT/questions.txt) and
     /// their measured selectivity (OUT/corpus.json); the same seed gives the same bytes.
@@ -281,8 +284,10 @@ async fn run(probe: Probe) -> anyhow::Result<serde_json::Value> {
             inflight,
             rate,
             payload_bytes,
+            memory,
         } => {
             nats_bus::run(nats_bus::Args {
+                memory,
                 nats_url,
                 seconds,
                 subjects,

@@ -56,6 +56,8 @@ pub struct Args {
     pub inflight: usize,
     pub rate: u64,
     pub payload_bytes: usize,
+    /// The replay stream in memory (ragq stores it in files).
+    pub memory: bool,
 }
 
 /// Concurrent publishers in the saturated phases (all on one connection).
@@ -171,7 +173,11 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         name: stream_name.clone(),
         subjects: vec![format!("{prefix}.stream.*")],
         retention: RetentionPolicy::Limits,
-        storage: StorageType::File,
+        storage: if args.memory {
+            StorageType::Memory
+        } else {
+            StorageType::File
+        },
         max_age: REPLAY_MAX_AGE,
         max_bytes: REPLAY_MAX_BYTES,
         discard: DiscardPolicy::Old,
@@ -258,10 +264,11 @@ fn report(args: &Args, phases: &[Phase]) -> Value {
     }
     print!(
         "nats-bus: ~{}-byte delta events over {} subjects, ONE subscriber connection, one publisher connection,\n\
-         replay stream (limits, file, max_age 60 s) capturing every event, {} s per phase\n\
+         replay stream (limits, {}, max_age 60 s) capturing every event, {} s per phase\n\
          latency = publish -> received by the subscriber; ack = publish -> PubAck (jetstream path)\n{}",
         args.payload_bytes,
         args.subjects,
+        if args.memory { "memory" } else { "file" },
         args.seconds,
         table.render()
     );
@@ -271,7 +278,7 @@ fn report(args: &Args, phases: &[Phase]) -> Value {
         "subjects": args.subjects,
         "seconds": args.seconds,
         "inflight": args.inflight,
-        "replay_stream": {"retention": "limits", "storage": "file", "max_age_s": REPLAY_MAX_AGE.as_secs()},
+        "replay_stream": {"retention": "limits", "storage": if args.memory { "memory" } else { "file" }, "max_age_s": REPLAY_MAX_AGE.as_secs()},
         "phases": phases.iter().map(|p| json!({
             "phase": p.name,
             "path": p.path.name(),
