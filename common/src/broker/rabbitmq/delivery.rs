@@ -192,6 +192,8 @@ pub(super) struct Watched {
     subscribed_on: super::RabbitMq,
     inner: RabbitConsumer,
     closed_since: Option<tokio::time::Instant>,
+    /// Made once, not per delivery: `next` runs for every job.
+    check: tokio::time::Interval,
 }
 
 impl Watched {
@@ -203,11 +205,15 @@ impl Watched {
         subscribed_on: super::RabbitMq,
         inner: RabbitConsumer,
     ) -> Self {
+        let start = tokio::time::Instant::now() + Self::CHECK_EVERY;
+        let mut check = tokio::time::interval_at(start, Self::CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Watched {
             supervised,
             subscribed_on,
             inner,
             closed_since: None,
+            check,
         }
     }
 
@@ -236,12 +242,10 @@ impl Watched {
 #[async_trait]
 impl JobConsumer for Watched {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        let mut check = tokio::time::interval(Self::CHECK_EVERY);
-        check.tick().await;
         loop {
             tokio::select! {
                 d = self.inner.next() => return d,
-                _ = check.tick() => if self.dead() { return None },
+                _ = self.check.tick() => if self.dead() { return None },
             }
         }
     }
