@@ -208,14 +208,51 @@ for users in $LEVELS; do
     empirical="$EMPIRICAL_IDEAL_MS" loadgen="$OUT/level-$users.rusage"
 done
 
+# Profiling (RAGQ_BENCH_PROFILE=1): during each open-loop rate, `perf record` samples the whole
+# machine (flat profile by process and symbol) and pg_stat_statements counts PostgreSQL's
+# statements (when the server preloads it: shared_preload_libraries = 'pg_stat_statements').
+PROFILE=${RAGQ_BENCH_PROFILE:-0}
+PGSS=0
+if [ "$PROFILE" = 1 ]; then
+  command -v perf >/dev/null || { echo "RAGQ_BENCH_PROFILE=1 needs perf (apt-get install linux-perf)" >&2; exit 2; }
+  if [ "$(psql "$RAGQ_DATABASE_URL" -tAc "SHOW shared_preload_libraries" 2>/dev/null)" = pg_stat_statements ] ||
+    psql "$RAGQ_DATABASE_URL" -tAc "SHOW shared_preload_libraries" 2>/dev/null | grep -q pg_stat_statements; then
+    psql "$RAGQ_DATABASE_URL" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null && PGSS=1
+  else
+    echo "[bench] PostgreSQL does not preload pg_stat_statements: no statement profile" >&2
+  fi
+fi
+profile_start() { # profile_start NAME
+  [ "$PROFILE" = 1 ] || return 0
+  [ "$PGSS" = 1 ] && psql "$RAGQ_DATABASE_URL" -qtAc "SELECT pg_stat_statements_reset()" >/dev/null
+  perf record -a -F 499 -o "$OUT/perf-$1.data" -q -- sleep 3600 >/dev/null 2>&1 &
+  PERF_PID=$!
+}
+profile_stop() { # profile_stop NAME ANSWERED
+  [ "$PROFILE" = 1 ] || return 0
+  kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true
+  perf report -i "$OUT/perf-$1.data" --no-children --sort comm,dso,sym --stdio 2>/dev/null |
+    grep -v '^$' | head -250 >"$OUT/perf-$1.txt" || true
+  perf report -i "$OUT/perf-$1.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' >"$OUT/perf-$1-comm.txt" || true
+  [ "$PGSS" = 1 ] && psql "$RAGQ_DATABASE_URL" -P pager=off -c "SELECT calls, round(calls::numeric / greatest($2, 1), 2) AS per_q,
+      round(total_exec_time::numeric, 1) AS total_ms, round((total_exec_time / calls)::numeric, 3) AS mean_ms,
+      round((total_exec_time / greatest($2, 1))::numeric, 3) AS ms_per_q, rows, shared_blks_hit AS hit,
+      left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+    FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    ORDER BY total_exec_time DESC LIMIT 25" >"$OUT/pgss-$1.txt" 2>&1
+  echo "[bench] profile: $OUT/perf-$1.txt, $OUT/perf-$1-comm.txt$([ "$PGSS" = 1 ] && echo ", $OUT/pgss-$1.txt")" >&2
+}
+
 # Open loop: Poisson arrivals at each rate, latency from the scheduled arrival.
 for rate in $OPEN_RATES; do
   sessions=$(python3 -c 'import math,sys; r,d,k=map(float,sys.argv[1:]); print(max(20, math.ceil(r*d/k)))' "$rate" "$OPEN_DURATION" "$OPEN_PER_SESSION")
   echo "[bench] open loop: $rate requests/s for ${OPEN_DURATION}s (Poisson), $sessions sessions" >&2
   a0=$(cpu_ticks "$api_pid"); w0=$(sum_ticks $worker_pids); g0=$(snapshot_groups); t0=$(date +%s.%N)
+  profile_start "open-$rate"
   loadgen "$OUT/open-$rate.rusage" --users "$sessions" --rate "$rate" --duration "$OPEN_DURATION" \
     --arrivals poisson --seed "$SEED" --test-type "$TYPE" --quiet --max-duration $((OPEN_DURATION + 120)) \
     --timeout 120 --json-out "$OUT/open-$rate.json" "${LOADGEN_TARGET[@]}" >/dev/null
+  profile_stop "open-$rate" "$(python3 -c 'import json,sys; t=next(iter(json.load(open(sys.argv[1]))["types"].values())); print(t["ok"])' "$OUT/open-$rate.json")"
   a1=$(cpu_ticks "$api_pid"); w1=$(sum_ticks $worker_pids); g1=$(snapshot_groups); t1=$(date +%s.%N)
   python3 scripts/lib/bench_cpu.py annotate "$OUT/open-$rate.json" mode=open users="$sessions" hz="$HZ" \
     rate="$rate" duration="$OPEN_DURATION" api0="$a0" api1="$a1" w0="$w0" w1="$w1" g0="$g0" g1="$g1" \
