@@ -9,6 +9,8 @@
 #   scripts/bench-ab.sh DIR_A DIR_B     # folders with ragq-api, ragq-worker, ragq, ragq-sim, ragq-loadgen
 #   RAGQ_AB_ROUNDS=3  RAGQ_BENCH_LEVELS="1 100"  RAGQ_BENCH_REQUESTS=3
 #   RAGQ_BENCH_CORPUS=demo (the corpus of the recorded A/B figures; `realistic` for the generated one)
+#   RAGQ_AB_BEFORE_A / RAGQ_AB_BEFORE_B: a shell command run before each of that side's runs (an
+#   A/B of a setting rather than a build: give both sides the same DIR)
 # Results: .ragq/bench-ab/{A,B}-<round>/level-N.json and .ragq/bench-ab/summary.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,9 @@ for r in $(seq 1 "$ROUNDS"); do
   for side in A B; do
     dir=$A; [ "$side" = B ] && dir=$B
     echo "[bench-ab] round $r, build $side ($dir)" >&2
+    # An A/B of a database or service setting: a command run before each side's bench.
+    hook=RAGQ_AB_BEFORE_$side
+    if [ -n "${!hook:-}" ]; then bash -c "${!hook}" >&2; fi
     RAGQ_BIN_DIR=$dir bash scripts/bench.sh >/dev/null 2>&1
     cp -r .ragq/bench "$OUT/$side-$r"
   done

@@ -22,29 +22,101 @@ const STOP_WORDS: &[&str] = &[
 
 /// Splits `text` into normalised terms (see the module docs).
 pub fn terms(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
-        .map(|w| stem(&w))
-        .collect()
+    let mut out = Vec::new();
+    for_each_term(text, |t| out.push(t.to_string()));
+    out
+}
+
+/// Calls `f` with each term of `text`, in order — [`terms`] without allocating a `String` per
+/// word: one buffer is reused for the lower-cased word and its stem. Scoring a question against
+/// every candidate chunk tokenises tens of thousands of words per question; this is that path.
+pub fn for_each_term(text: &str, mut f: impl FnMut(&str)) {
+    let mut buf = String::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        if word.is_empty() {
+            continue;
+        }
+        buf.clear();
+        if word.is_ascii() {
+            buf.push_str(word);
+            buf.make_ascii_lowercase();
+        } else {
+            buf.push_str(&word.to_lowercase());
+        }
+        if STOP_WORDS.contains(&buf.as_str()) {
+            continue;
+        }
+        stem_in_place(&mut buf);
+        f(&buf);
+    }
 }
 
 /// A deliberately light stemmer: strips a plural or verb suffix from words long enough to keep a
-/// stem of three or more letters.
-fn stem(word: &str) -> String {
+/// stem of three or more letters ("queries" → "query").
+fn stem_in_place(word: &mut String) {
     for suffix in ["ies", "es", "s", "ing", "ed"] {
         if let Some(stem) = word.strip_suffix(suffix)
             && stem.chars().count() >= 3
         {
-            return if suffix == "ies" {
-                format!("{stem}y")
-            } else {
-                stem.to_string()
-            };
+            let keep = stem.len();
+            word.truncate(keep);
+            if suffix == "ies" {
+                word.push('y');
+            }
+            return;
         }
     }
-    word.to_string()
+}
+
+/// The distinct terms of a query, to score many documents against ([`QueryTerms::overlap`]).
+#[derive(Clone, Debug, Default)]
+pub struct QueryTerms {
+    terms: Vec<String>,
+}
+
+impl QueryTerms {
+    pub fn new(query: &str) -> Self {
+        let mut terms = terms(query);
+        terms.sort();
+        terms.dedup();
+        QueryTerms { terms }
+    }
+
+    /// [`term_overlap`] of the query and `doc`'s terms, tokenising `doc` on the fly and stopping
+    /// as soon as every query term was seen.
+    pub fn overlap(&self, doc: &str) -> f32 {
+        if self.terms.is_empty() {
+            return 0.0;
+        }
+        let mut seen = vec![false; self.terms.len()];
+        let mut hits = 0;
+        let mut words = doc.split(|c: char| !c.is_alphanumeric());
+        let mut buf = String::new();
+        while hits < self.terms.len() {
+            let Some(word) = words.next() else { break };
+            if word.is_empty() {
+                continue;
+            }
+            buf.clear();
+            if word.is_ascii() {
+                buf.push_str(word);
+                buf.make_ascii_lowercase();
+            } else {
+                buf.push_str(&word.to_lowercase());
+            }
+            if STOP_WORDS.contains(&buf.as_str()) {
+                continue;
+            }
+            stem_in_place(&mut buf);
+            if let Ok(i) = self.terms.binary_search(&buf)
+                && !seen[i]
+            {
+                seen[i] = true;
+                hits += 1;
+            }
+        }
+        hits as f32 / self.terms.len() as f32
+    }
 }
 
 /// FNV-1a, 64 bit: stable across processes and versions (unlike `std`'s hasher).
@@ -132,6 +204,23 @@ mod tests {
         assert!(dot(&a, &b) > 0.4, "{}", dot(&a, &b));
         assert!(dot(&a, &c).abs() < dot(&a, &b));
         assert_eq!(hash_embed("   "), vec![0.0; EMBED_DIM]);
+    }
+
+    #[test]
+    fn query_terms_score_as_term_overlap_does() {
+        let docs = [
+            "a quorum queue",
+            "Queries and policies of the QUORUM queues; limits?",
+            "",
+            "Größe der Warteschlangen: queue limit",
+            "nothing shared",
+        ];
+        for q in ["quorum queue queue limit", "the", "Größe queries"] {
+            let query = QueryTerms::new(q);
+            for d in docs {
+                assert_eq!(query.overlap(d), term_overlap(&terms(q), &terms(d)), "{q:?} in {d:?}");
+            }
+        }
     }
 
     #[test]

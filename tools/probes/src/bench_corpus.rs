@@ -66,9 +66,12 @@ pub const DOC_WORDS: usize = 6;
 pub const P_DOC: f64 = 0.06;
 /// Probability that a word of running text is one of the area's words.
 pub const P_AREA: f64 = 0.04;
-/// The worker leaves a query word out of the keyword query when it occurs in at least this
-/// fraction of chunks (`ragq_worker::search::common_terms::COMMON_TERM_FREQUENCY`).
+/// The worker leaves a query word out of the keyword query when it occurs in at least
+/// `max(COMMON_FREQUENCY, KEYWORD_SCAN / chunks)` of the chunks
+/// (`ragq_worker::search::common_terms`).
 const COMMON_FREQUENCY: f64 = 0.005;
+/// The worker's `search::KEYWORD_SCAN`: most keyword matches ranked per query.
+const KEYWORD_SCAN: f64 = 500.0;
 /// The bench chat's `top_n`: fewer keyword matches make the worker add vector-scan candidates.
 const TOP_N: usize = 6;
 /// General words in questions: Zipf draws within these ranks, the real technical words below
@@ -668,6 +671,7 @@ pub fn measure(corpus: &Corpus) -> Value {
         }
     }
     let frac = |t: &str| df.get(t).copied().unwrap_or(0) as f64 / n;
+    let common = COMMON_FREQUENCY.max(KEYWORD_SCAN / n);
     let (mut any, mut per_term, mut keyword, mut terms_per_q) = (vec![], vec![], vec![], vec![]);
     let (mut matched_none, mut below_top_n) = (0, 0);
     for q in &corpus.questions {
@@ -688,7 +692,7 @@ pub fn measure(corpus: &Corpus) -> Value {
         // one is common.
         let rare: Vec<&String> = terms
             .iter()
-            .filter(|t| frac(t) < COMMON_FREQUENCY)
+            .filter(|t| frac(t) < common)
             .collect();
         let kw = if rare.is_empty() {
             chunk_terms

@@ -96,6 +96,10 @@ enum Probe {
         inflight: usize,
         #[arg(long, default_value_t = 600)]
         payload_bytes: usize,
+        /// Also a paced phase: messages published at this rate per second (evenly spaced), to
+        /// compare the broker's CPU per round trip with ragq's at the same rate.
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Redis pub/sub events/s and latency into ONE subscriber connection.
     Redis {
@@ -236,12 +240,14 @@ async fn run(probe: Probe) -> anyhow::Result<serde_json::Value> {
             seconds,
             inflight,
             payload_bytes,
+            rate,
         } => {
             rabbitmq::run(rabbitmq::Args {
                 amqp_url,
                 seconds,
                 inflight,
                 payload_bytes,
+                rate,
             })
             .await
         }

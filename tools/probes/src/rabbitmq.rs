@@ -11,8 +11,16 @@
 //! - **inflight `--inflight`** (`--seconds`): the ceiling. Latency there is mostly queueing
 //!   (Little's law: inflight / rate).
 //!
-//! Reported per phase: completed round trips (publish → confirm → deliver → ack) per second, and
-//! the latency of publish → confirm and of publish → deliver. The queue is deleted at the end.
+//! - **paced** (`--rate R`, optional, `--seconds`): R messages per second evenly spaced, the load
+//!   ragq puts on it at R questions per second — to compare the broker's CPU per message with
+//!   ragq's at the same rate (an idle-ish Erlang VM spends CPU on its schedulers' busy waiting,
+//!   so the CPU per message depends on the rate).
+//!
+//! Reported per phase: completed round trips (publish → confirm → deliver → ack) per second, the
+//! latency of publish → confirm and of publish → deliver, and the broker's CPU per round trip
+//! (utime + stime of every local `beam.smp` process from `/proc`, over the phase, divided by the
+//! round trips; the whole server's, so run it on an otherwise idle broker). The queue is deleted
+//! at the end.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +45,31 @@ pub struct Args {
     pub seconds: u64,
     pub inflight: usize,
     pub payload_bytes: usize,
+    pub rate: Option<f64>,
+}
+
+/// CPU seconds (user + system) of every process named `beam.smp` on this machine, from `/proc`;
+/// `None` where there is no `/proc`.
+fn broker_cpu_s() -> Option<f64> {
+    let ticks_per_s = 100.0; // USER_HZ: the unit of /proc/<pid>/stat on every Linux
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ..." — comm may hold spaces; fields after ')' are fixed.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != "beam.smp" {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line: 12 and 13 after the comm.
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += field(11) + field(12);
+    }
+    Some(ticks as f64 / ticks_per_s)
 }
 
 /// A job-shaped JSON payload of about `size` bytes, ending with the publish stamp.
@@ -112,9 +145,16 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     // The floor (one message at a time: the latency a lone job sees) and the ceiling.
     let mut phases = Vec::new();
     let mut failure = None;
-    for (inflight, seconds) in [(1, args.seconds.min(3)), (args.inflight, args.seconds)] {
-        eprintln!("[rabbitmq] inflight {inflight} for {seconds} s");
-        match measure(&args, inflight, seconds, &queue, &pch, &con_conn).await {
+    let mut plan = vec![
+        (1, args.seconds.min(3), None),
+        (args.inflight, args.seconds, None),
+    ];
+    if let Some(rate) = args.rate.filter(|r| r.is_finite() && *r > 0.0) {
+        plan.push((args.inflight, args.seconds, Some(rate)));
+    }
+    for (inflight, seconds, rate) in plan {
+        eprintln!("[rabbitmq] inflight {inflight} for {seconds} s, paced at {rate:?}/s");
+        match measure(&args, inflight, seconds, rate, &queue, &pch, &con_conn).await {
             Ok(phase) => phases.push(phase),
             Err(e) => {
                 failure = Some(e);
@@ -139,6 +179,9 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
 
 struct Phase {
     inflight: usize,
+    paced: Option<f64>,
+    /// The broker's CPU ms per completed round trip over the phase.
+    cpu_ms_per_trip: Option<f64>,
     seconds: u64,
     payload_bytes: usize,
     rate: f64,
@@ -160,10 +203,15 @@ fn report(args: &Args, phases: &[Phase]) -> Value {
         "deliver_max_ms",
         "acked",
         "nacked",
+        "broker_cpu_ms/trip",
     ]);
     for p in phases {
+        let name = match p.paced {
+            Some(r) => format!("paced {r:.0}/s ({} s)", p.seconds),
+            None => format!("inflight {} ({} s)", p.inflight, p.seconds),
+        };
         table.row(vec![
-            format!("inflight {} ({} s)", p.inflight, p.seconds),
+            name,
             format!("{:.0}", p.rate),
             ms(p.confirm.p50),
             ms(p.confirm.p99),
@@ -172,6 +220,8 @@ fn report(args: &Args, phases: &[Phase]) -> Value {
             ms(p.deliver.max),
             p.acked.to_string(),
             p.nacked.to_string(),
+            p.cpu_ms_per_trip
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.3}")),
         ]);
     }
     let bytes = phases
@@ -188,6 +238,8 @@ fn report(args: &Args, phases: &[Phase]) -> Value {
         "payload_bytes": bytes,
         "phases": phases.iter().map(|p| json!({
             "inflight": p.inflight,
+            "paced_per_s": p.paced,
+            "broker_cpu_ms_per_round_trip": p.cpu_ms_per_trip,
             "seconds": p.seconds,
             "round_trips_per_s": p.rate,
             "published": p.published,
@@ -203,6 +255,7 @@ async fn measure(
     args: &Args,
     inflight: usize,
     seconds: u64,
+    paced: Option<f64>,
     queue: &str,
     pch: &lapin::Channel,
     con_conn: &Connection,
@@ -225,6 +278,7 @@ async fn measure(
     let sem = Arc::new(Semaphore::new(inflight));
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicU64::new(0));
+    let cpu_before = broker_cpu_s();
     let start = Instant::now();
     let window = Duration::from_secs(seconds);
 
@@ -275,7 +329,13 @@ async fn measure(
         .with_expiration("120000".into());
     let mut confirm_tasks = Vec::new();
     let mut sample_size = 0;
+    let gap = paced.map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut sent = 0u32;
     while start.elapsed() < window {
+        if let Some(gap) = gap {
+            tokio::time::sleep_until((start + gap * sent).into()).await;
+            sent = sent.saturating_add(1);
+        }
         let permit = tokio::time::timeout(Duration::from_millis(200), sem.acquire()).await;
         match permit {
             Ok(Ok(p)) => p.forget(),
@@ -326,10 +386,15 @@ async fn measure(
         .await
         .context("draining the probe queue timed out")?
         .context("consumer task")??;
+    let cpu_s = broker_cpu_s()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let _ = cch.close(200, "phase done".into()).await;
     let confirm = confirms.lock().map(|h| h.summary()).unwrap_or_default();
     Ok(Phase {
         inflight,
+        paced,
+        cpu_ms_per_trip: cpu_s.filter(|_| acked > 0).map(|s| 1e3 * s / acked as f64),
         seconds,
         payload_bytes: sample_size,
         rate: in_window as f64 / window.as_secs_f64(),

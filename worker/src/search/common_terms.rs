@@ -1,11 +1,17 @@
 //! The lexemes too common to search for alone, from PostgreSQL's statistics — cached.
 //!
 //! OR-ing a word found in a large share of the chunks would match (and rank) a large part of
-//! the table, so the keyword query leaves such words out (see [`super`]). Which words
-//! they are comes from `pg_stats.most_common_elems` of `chunks.tsv`, which only changes when
-//! PostgreSQL analyzes the table. Reading that view costs more than the rest of the keyword
-//! query on a small dataset, so it is read at most once per [`REFRESH`] per worker, and every
-//! query passes the list as a parameter.
+//! the table, so the keyword query leaves such words out (see [`super`]). A word is common when
+//! the chunks holding it would alone fill the keyword scan ([`super::KEYWORD_SCAN`] matches) —
+//! and, on very large tables, when it is in at least [`COMMON_TERM_FREQUENCY`] of them: the
+//! threshold is `max(COMMON_TERM_FREQUENCY, KEYWORD_SCAN / rows)`. A fixed fraction alone
+//! would call a document's own vocabulary (a word in its 20 chunks of 2,000) common on a small
+//! table, leave nothing to OR, and send the question to the vector fallback.
+//!
+//! Which words they are comes from `pg_stats.most_common_elems` of `chunks.tsv` and the row
+//! estimate from `pg_class.reltuples`, which only change when PostgreSQL analyzes the table.
+//! Reading them costs more than the rest of the keyword query on a small dataset, so they are
+//! read at most once per [`REFRESH`] per worker, and every query passes the list as a parameter.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +21,8 @@ use sqlx::PgPool;
 /// How long a fetched list is used before it is read again.
 pub const REFRESH: Duration = Duration::from_secs(60);
 
-/// Query words found in at least this fraction of chunks are "common".
+/// Query words found in at least this fraction of chunks are "common" whatever the table's size
+/// (below `KEYWORD_SCAN / rows` on tables of more than `KEYWORD_SCAN / 0.005` = 100,000 rows).
 pub const COMMON_TERM_FREQUENCY: f32 = 0.005;
 
 #[derive(Default)]
@@ -82,10 +89,13 @@ async fn fetch(db: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     let row: Option<(Option<Vec<String>>,)> = sqlx::query_as(
         // most_common_elem_freqs ends with three summary numbers that pair with no element.
         "SELECT ARRAY(SELECT e FROM unnest(most_common_elems::text::text[], most_common_elem_freqs) AS m(e, f)
-                      WHERE e IS NOT NULL AND f >= $1)
+                      WHERE e IS NOT NULL
+                        AND f >= GREATEST($1, $2 / GREATEST((SELECT reltuples FROM pg_class
+                                                             WHERE oid = 'chunks'::regclass), 1)))
          FROM pg_stats WHERE tablename = 'chunks' AND attname = 'tsv' LIMIT 1",
     )
     .bind(COMMON_TERM_FREQUENCY)
+    .bind(super::KEYWORD_SCAN as f32)
     .fetch_optional(db)
     .await?;
     Ok(row.and_then(|(terms,)| terms).unwrap_or_default())

@@ -117,11 +117,11 @@ pub async fn candidates(
     if found.is_empty() {
         return Ok(Candidates::default());
     }
-    let query_terms = text::terms(question);
+    let query_terms = text::QueryTerms::new(question);
     let scored = found
         .into_iter()
         .map(|c| Scored {
-            term: text::term_overlap(&query_terms, &text::terms(&c.content)),
+            term: query_terms.overlap(&c.content),
             vector: text::dot(&qvec, &decode_embedding(&c.embedding)).max(0.0),
             chunk: c,
         })
