@@ -227,10 +227,28 @@ profile_start() { # profile_start NAME
   [ "$PGSS" = 1 ] && psql "$RAGQ_DATABASE_URL" -qtAc "SELECT pg_stat_statements_reset()" >/dev/null
   perf record -a -F 499 -o "$OUT/perf-$1.data" -q -- sleep 3600 >/dev/null 2>&1 &
   PERF_PID=$!
+  # Pinned: system calls and context switches on ragq's CPU (everything there is ragq's stack).
+  PERF_STAT_PID=
+  if [ "$PIN" = 1 ]; then
+    perf stat -C 1 -x, -e raw_syscalls:sys_enter,context-switches -o "$OUT/perf-stat-$1.csv" -- sleep 3600 >/dev/null 2>&1 &
+    PERF_STAT_PID=$!
+  fi
 }
 profile_stop() { # profile_stop NAME ANSWERED
   [ "$PROFILE" = 1 ] || return 0
   kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true
+  if [ -n "$PERF_STAT_PID" ]; then
+    kill -INT "$PERF_STAT_PID" 2>/dev/null || true; wait "$PERF_STAT_PID" 2>/dev/null || true
+    python3 - "$OUT/perf-stat-$1.csv" "$2" >"$OUT/perf-stat-$1.txt" <<'PY' || true
+import sys
+path, answered = sys.argv[1], max(1, int(sys.argv[2]))
+for line in open(path):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].replace(".", "").isdigit():
+        print(f"{f[2]}: {int(float(f[0])):,} on ragq's CPU, {float(f[0]) / answered:,.0f} per question answered")
+PY
+    cat "$OUT/perf-stat-$1.txt" >&2
+  fi
   perf report -i "$OUT/perf-$1.data" --no-children --sort comm,dso,sym --stdio 2>/dev/null |
     grep -v '^$' | head -250 >"$OUT/perf-$1.txt" || true
   perf report -i "$OUT/perf-$1.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' >"$OUT/perf-$1-comm.txt" || true
@@ -304,6 +322,16 @@ for r in $OPEN_RATES; do level_names+=("open-$r"); done
 python3 scripts/lib/bench_cpu.py per-question "$OUT" "${level_names[@]}" | tee -a "$OUT/summary.txt"
 # shellcheck disable=SC2086
 [ -n "$OPEN_RATES" ] && python3 scripts/lib/bench_cpu.py open "$OUT" $OPEN_RATES | tee -a "$OUT/summary.txt"
+# RabbitMQ's own cost beside ragq's, in the same run and pinning: the probe's round trips
+# (publish, confirm, deliver, ack of a job-sized message on a quorum queue) paced at the first
+# open-loop rate, and the broker's CPU per round trip (RAGQ_BENCH_BROKER_PROBE=0 skips it).
+first_rate=${OPEN_RATES%% *}
+if [ "$PIN" = 1 ] && [ -n "$first_rate" ] && [ "${RAGQ_BENCH_BROKER_PROBE:-1}" = 1 ] &&
+  [ "${RAGQ_BROKER:-rabbitmq}" = rabbitmq ]; then
+  echo "[bench] RabbitMQ probe paced at $first_rate/s (pinned as ragq was)" >&2
+  "${LOADGEN_PIN[@]}" "$BIN/ragq-probe" rabbitmq --seconds 10 --inflight 256 --rate "$first_rate" \
+    --json-out "$OUT/probe-rabbitmq-paced.json" 2>/dev/null | tee -a "$OUT/summary.txt" || true
+fi
 if [ "$PIN" = 1 ]; then # the probes below run unpinned
   restore_affinity; trap - EXIT
   taskset -p "$SHELL_MASK" $$ >/dev/null
