@@ -236,9 +236,10 @@ profile_start() { # profile_start NAME
 }
 profile_stop() { # profile_stop NAME ANSWERED
   [ "$PROFILE" = 1 ] || return 0
-  kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true
+  # perf waits for its `sleep`, which ignores SIGINT as a background job: end the sleep.
+  pkill -P "$PERF_PID" sleep 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true
   if [ -n "$PERF_STAT_PID" ]; then
-    kill -INT "$PERF_STAT_PID" 2>/dev/null || true; wait "$PERF_STAT_PID" 2>/dev/null || true
+    pkill -P "$PERF_STAT_PID" sleep 2>/dev/null || true; wait "$PERF_STAT_PID" 2>/dev/null || true
     python3 - "$OUT/perf-stat-$1.csv" "$2" >"$OUT/perf-stat-$1.txt" <<'PY' || true
 import sys
 path, answered = sys.argv[1], max(1, int(sys.argv[2]))
@@ -253,11 +254,11 @@ PY
     grep -v '^$' | head -250 >"$OUT/perf-$1.txt" || true
   perf report -i "$OUT/perf-$1.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' >"$OUT/perf-$1-comm.txt" || true
   [ "$PGSS" = 1 ] && psql "$RAGQ_DATABASE_URL" -P pager=off -c "SELECT calls, round(calls::numeric / greatest($2, 1), 2) AS per_q,
-      round(total_exec_time::numeric, 1) AS total_ms, round((total_exec_time / calls)::numeric, 3) AS mean_ms,
+      round(total_exec_time::numeric, 1) AS total_ms, round((total_exec_time / greatest(calls, 1))::numeric, 3) AS mean_ms,
       round((total_exec_time / greatest($2, 1))::numeric, 3) AS ms_per_q, rows, shared_blks_hit AS hit,
       left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
     FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-    ORDER BY total_exec_time DESC LIMIT 25" >"$OUT/pgss-$1.txt" 2>&1
+    ORDER BY total_exec_time DESC LIMIT 25" >"$OUT/pgss-$1.txt" 2>&1 || true
   echo "[bench] profile: $OUT/perf-$1.txt, $OUT/perf-$1-comm.txt$([ "$PGSS" = 1 ] && echo ", $OUT/pgss-$1.txt")" >&2
 }
 
