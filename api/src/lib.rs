@@ -156,8 +156,13 @@ impl Api {
             shutdown.await;
             trigger.cancel();
         });
-        let serve =
-            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        // `into_make_service` prepares the router once and hands every connection a clone of
+        // it (one `Arc`). Serving the `Router` itself prepares a fresh copy per connection
+        // (axum's `Service<IncomingStream>` calls `with_state` on a clone: every route's
+        // handler boxed again), ~24 KiB that each open SSE stream kept for its whole life
+        // (docs/BENCHMARKS.md, "Many open streams").
+        let serve = axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
         let result = tokio::select! {
             r = serve.into_future() => r,
             _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
