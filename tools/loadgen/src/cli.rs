@@ -136,7 +136,7 @@ fn positive_secs(s: &str) -> Result<f64, String> {
 /// Zero or a positive, finite number of seconds that fits a `Duration`.
 fn non_negative_secs(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v == 0.0 => Ok(0.0),
+        Ok(0.0) => Ok(0.0),
         _ => positive_secs(s),
     }
 }
