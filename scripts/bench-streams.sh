@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Many open streams (issue 14 part 4): RAGQ_STREAMS_N concurrent SSE streams on ONE api process,
 # each a slow answer (first token after RAGQ_STREAMS_TTFT_MS, then RAGQ_STREAMS_TOKENS tokens
-# RAGQ_STREAMS_GAP_MS apart: one a second for a minute by default), held until every answer has
-# ended. Reports the api's memory per open stream, its CPU per relayed event, the relay latency
+# RAGQ_STREAMS_GAP_MS apart: one every 3 s for 90 s by default — at one a second the whole
+# co-located system, not the api, saturates a 2-core machine at ~20,000 streams: see
+# docs/BENCHMARKS.md), held until every answer has ended. Reports the api's memory per open stream, its CPU per relayed event, the relay latency
 # at that count and how many streams ended with their terminal event. docs/BENCHMARKS.md
 # ("Many open streams") has the method and the results.
 #
@@ -13,8 +14,9 @@
 # Environment (defaults in brackets):
 #   RAGQ_STREAMS_N [20000]          streams to hold; capped to what the api's open-files limit
 #                                   allows (one fd per client socket, see below)
-#   RAGQ_STREAMS_TTFT_MS [1000], RAGQ_STREAMS_TOKENS [60], RAGQ_STREAMS_GAP_MS [1000]
-#   RAGQ_STREAMS_RAMP_S [30]        the streams open spread evenly over this time
+#   RAGQ_STREAMS_TTFT_MS [1000], RAGQ_STREAMS_TOKENS [30], RAGQ_STREAMS_GAP_MS [3000]
+#   RAGQ_STREAMS_RAMP_S [40]        the streams open spread evenly over this time (keep it well
+#                                   below the answer's length: all N are open only after it)
 #   RAGQ_STREAMS_TYPE [openai-stream]  loadgen --test-type (stream = RAGFlow SSE, one session
 #                                   per stream and one saved turn each)
 #   RAGQ_STREAMS_WORKERS [4], RAGQ_STREAMS_SIMS [2], RAGQ_STREAMS_LOADGENS [2]
@@ -39,9 +41,9 @@ ensure_services
 
 REQUESTED=${RAGQ_STREAMS_N:-20000}
 TTFT_MS=${RAGQ_STREAMS_TTFT_MS:-1000}
-TOKENS=${RAGQ_STREAMS_TOKENS:-60}
-GAP_MS=${RAGQ_STREAMS_GAP_MS:-1000}
-RAMP_S=${RAGQ_STREAMS_RAMP_S:-30}
+TOKENS=${RAGQ_STREAMS_TOKENS:-30}
+GAP_MS=${RAGQ_STREAMS_GAP_MS:-3000}
+RAMP_S=${RAGQ_STREAMS_RAMP_S:-40}
 TYPE=${RAGQ_STREAMS_TYPE:-openai-stream}
 WORKERS=${RAGQ_STREAMS_WORKERS:-4}
 SIMS=${RAGQ_STREAMS_SIMS:-2}
@@ -53,6 +55,14 @@ HEALTH_PORT=${RAGQ_STREAMS_HEALTH_PORT:-9500}
 DB_NAME=${RAGQ_STREAMS_DB:-ragq_streams}
 PREFIX=${RAGQ_STREAMS_PREFIX:-ragqstreams}
 OUT=${RAGQ_STREAMS_OUT:-$ROOT/.ragq/bench-streams}
+
+# This benchmark's ports must be free (another run of it, or anything else, would mix in).
+for port in "$API_PORT" $(seq "$SIM_PORT" $((SIM_PORT + SIMS - 1))) $(seq $((HEALTH_PORT + 1)) $((HEALTH_PORT + WORKERS))); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    log "port $port is in use (another bench-streams.sh run?); set RAGQ_STREAMS_*_PORT"
+    exit 1
+  fi
+done
 
 # Every process started below inherits the hard open-files limit as its soft limit.
 HARD=$(ulimit -Hn)
@@ -187,19 +197,21 @@ log "opening $N streams over ${RAMP_S}s ($LOADGENS load generators, model $SLOW_
 open_streams() {
   curl -sf "$API_URL/metrics" | awk '$1 == "ragq_open_streams" {printf "%d", $2}'
 }
-# Wait until every stream is open (or give up at the ramp plus a minute).
+# Wait until (almost) every stream is open, or give up at the ramp plus a minute. A few refused
+# streams (they are counted as failures) must not leave the run without a steady window.
+ALMOST=$((N * 99 / 100))
 held=0
 for _ in $(seq 1 $(((RAMP_S + 60) * 2))); do
   held=$(open_streams || echo 0)
-  [ "${held:-0}" -ge "$N" ] && break
+  [ "${held:-0}" -ge "$ALMOST" ] && break
   sleep 0.5
 done
 log "open streams: $held of $N"
 
 PROBE_ARGS=()
-if [ "$PROBE" -gt 0 ] && [ "${held:-0}" -ge "$N" ]; then
+if [ "$PROBE" -gt 0 ] && [ "${held:-0}" -ge "$ALMOST" ]; then
   # Relay latency at this count: the probe's streams beside the N (worker publish → client read).
-  PROBE_EVENTS=$(((TOKENS * GAP_MS / 1000 - RAMP_S) / 2))
+  PROBE_EVENTS=$(((TTFT_MS + TOKENS * GAP_MS) / 1000 - RAMP_S - 10))
   [ "$PROBE_EVENTS" -lt 5 ] && PROBE_EVENTS=5
   RAGQ_API_URL=$API_URL RAGQ_API_KEY=$RAGQ_API_KEY RAGQ_TENANT_ID=$RAGQ_TENANT_ID \
     "$BIN/ragq-probe" --json-out "$RUN/probe-relay.json" relay --channel-prefix "$PREFIX" \
