@@ -103,8 +103,9 @@ stop_all() {
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
   # Loadgens and the probe first, then the api, workers and simulators.
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    # A wrapper's (RAGQ_STREAMS_API_WRAP) children first: it may not pass the signal on.
-    pkill -TERM -P "${PIDS[i]}" 2>/dev/null || true
+    # Under RAGQ_STREAMS_API_WRAP the api is the wrapper's child, which may not pass the
+    # signal on (the wrapper's other children, e.g. heaptrack's writer, finish by themselves).
+    pkill -TERM -P "${PIDS[i]}" -x ragq-api 2>/dev/null || true
     kill "${PIDS[i]}" 2>/dev/null || true
   done
   for _ in $(seq 1 100); do
