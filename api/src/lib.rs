@@ -29,13 +29,13 @@ pub mod relay;
 pub mod request;
 pub mod response;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod wire;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use ragq_common::broker::Broker;
 use ragq_common::broker::BrokerError;
 use ragq_common::bus::BusError;
@@ -142,9 +142,6 @@ impl Api {
                 routes::envelope_payload_too_large,
             ))
             .layer(CatchPanicLayer::new());
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         // On shutdown: stop accepting, let open streams finish, but never wait past the grace
         // period (an SSE stream would otherwise hold the process until its job's deadline).
         // When it is over, each open stream ends with a "resume elsewhere" event (its job goes
@@ -156,10 +153,13 @@ impl Api {
             shutdown.await;
             trigger.cancel();
         });
-        let serve =
-            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        // `serve::serve` prepares the router once and hands every connection a clone of it
+        // (one `Arc`): `axum::serve` given the `Router` itself prepares a fresh copy per
+        // connection (every route's handler boxed again, ~24 KiB that each open SSE stream
+        // kept for its whole life; docs/BENCHMARKS.md, "Many open streams").
+        let serve = serve::serve(self.listener, app, stop.clone().cancelled_owned());
         let result = tokio::select! {
-            r = serve.into_future() => r,
+            r = serve => r,
             _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(streams = open_streams.open_streams(), "shutdown grace period over: telling the remaining streams to resume elsewhere");
                 shutting_down.cancel();

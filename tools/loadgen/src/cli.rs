@@ -12,6 +12,7 @@
 //! Usage errors (unknown flag, bad value, missing `--url`) exit with code 2,
 //! as clap does.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,6 +55,15 @@ pub struct Cli {
     #[arg(long, value_name = "R", default_value_t = 1, conflicts_with = "rate",
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub requests: usize,
+
+    /// Closed loop: start the users spread evenly over this many seconds (0: all at once)
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, conflicts_with = "rate", value_parser = non_negative_secs)]
+    pub ramp: f64,
+
+    /// Open connections from these local addresses, round-robin per user (comma-separated,
+    /// e.g. 127.0.0.2,127.0.0.3): each address has its own ephemeral port range
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
+    pub source_addrs: Vec<IpAddr>,
 
     /// Open loop: fixed arrival rate in requests per second (needs --duration)
     #[arg(long, value_name = "RPS", requires = "duration", value_parser = positive_secs)]
@@ -123,12 +133,22 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// Zero or a positive, finite number of seconds that fits a `Duration`.
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(0.0) => Ok(0.0),
+        _ => positive_secs(s),
+    }
+}
+
 impl Cli {
     /// The run configuration; the error is a usage message.
     pub fn config(&self) -> Result<Config, String> {
         let mut cfg = Config::new(self.url.trim(), self.api_key.trim(), self.chat_id.trim());
         cfg.users = self.users;
         cfg.requests = self.requests;
+        cfg.ramp = Duration::from_secs_f64(self.ramp);
+        cfg.source_addrs = self.source_addrs.clone();
         cfg.max_in_flight = self.max_in_flight;
         cfg.arrivals = self.arrivals;
         cfg.seed = self.seed;
@@ -183,6 +203,30 @@ mod tests {
         assert_eq!(cfg.questions, vec![DEFAULT_QUESTION.to_owned()]);
         assert_eq!(cfg.timeout, Duration::from_secs(60));
         assert!(cfg.open_loop.is_none());
+        assert_eq!(cfg.ramp, Duration::ZERO);
+        assert!(cfg.source_addrs.is_empty());
+    }
+
+    #[test]
+    fn ramp_and_source_addresses() {
+        let cfg = parse(&[
+            "--users",
+            "20000",
+            "--ramp",
+            "30",
+            "--source-addrs",
+            "127.0.0.2,127.0.0.3",
+            "--source-addrs",
+            "::1",
+        ])
+        .expect("parse")
+        .config()
+        .expect("config");
+        assert_eq!(cfg.ramp, Duration::from_secs(30));
+        let addrs: Vec<String> = cfg.source_addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["127.0.0.2", "127.0.0.3", "::1"]);
+        assert_eq!(cfg.to_json()["ramp_s"], 30.0);
+        assert_eq!(cfg.to_json()["source_addrs"][1], "127.0.0.3");
     }
 
     #[test]
@@ -236,6 +280,9 @@ mod tests {
             &["--timeout", "-1"],
             &["--arrivals", "poisson"],
             &["--rate", "1", "--duration", "1", "--arrivals", "sometimes"],
+            &["--rate", "1", "--duration", "1", "--ramp", "5"],
+            &["--ramp", "-1"],
+            &["--source-addrs", "127.0.0.300"],
         ] {
             let err = parse(bad).expect_err("must fail");
             assert_eq!(err.exit_code(), 2, "{bad:?}");

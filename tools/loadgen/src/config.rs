@@ -17,6 +17,7 @@
 //!   ([`Arrivals::Poisson`]: exponential gaps from a seeded generator), which is how independent
 //!   users arrive and which, unlike a metronome, also tests the bursts.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -127,6 +128,15 @@ pub struct Config {
     pub users: usize,
     /// Closed loop: sequential requests per user.
     pub requests: usize,
+    /// Closed loop: the users start spread evenly over this time (user `i` of `n` after
+    /// `i × ramp / n`), so thousands of connections are not opened in one burst. Zero: all at
+    /// once.
+    pub ramp: Duration,
+    /// Local addresses connections are opened from, one HTTP client per address, users
+    /// round-robin over them (empty: the OS chooses). Each address has its own ephemeral port
+    /// range (32768–60999 here), so several `127.0.0.x` addresses hold more connections to one
+    /// server than one address can.
+    pub source_addrs: Vec<IpAddr>,
     /// `Some` selects the open-loop model.
     pub open_loop: Option<OpenLoop>,
     /// Open loop: at most this many requests in flight; further arrivals
@@ -164,6 +174,8 @@ impl Config {
             chat_id: chat_id.into(),
             users: 1,
             requests: 1,
+            ramp: Duration::ZERO,
+            source_addrs: Vec::new(),
             open_loop: None,
             max_in_flight: 10_000,
             arrivals: Arrivals::Uniform,
@@ -202,6 +214,9 @@ impl Config {
         {
             return Err("--rate and --duration must be positive".into());
         }
+        if self.open_loop.is_some() && !self.ramp.is_zero() {
+            return Err("--ramp applies to the closed loop only".into());
+        }
         Ok(())
     }
 
@@ -223,6 +238,8 @@ impl Config {
             "test_type": self.test_type.name(),
             "users": self.users,
             "requests": if self.open_loop.is_none() { json!(self.requests) } else { Value::Null },
+            "ramp_s": self.ramp.as_secs_f64(),
+            "source_addrs": self.source_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "rate": self.open_loop.map(|o| o.rate),
             "duration_s": self.open_loop.map(|o| o.duration.as_secs_f64()),
             "max_in_flight": self.max_in_flight,

@@ -54,16 +54,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
         &cfg.api_key,
         &cfg.chat_id,
         cfg.timeout,
+        &cfg.source_addrs,
     )?);
     warn_if_open_files_limit_low(&cfg);
 
     // 1. Sessions (not timed).
     let per_user: Vec<Result<Session, String>> = if cfg.test_type.needs_session() {
         futures::stream::iter(0..cfg.users)
-            .map(|_| {
+            .map(|user| {
                 let target = Arc::clone(&target);
                 async move {
-                    scenario::create_session(&target)
+                    scenario::create_session(&target, user)
                         .await
                         .map(|id| Some(Arc::from(id)))
                 }
@@ -161,6 +162,7 @@ async fn closed_loop(
     let deadline = start + cfg.max_duration;
 
     let mut tasks = JoinSet::new();
+    let users = cfg.users.max(1) as f64;
     for (user, session) in sessions.iter().cloned() {
         let (target, cfg, counters, tx) = (
             Arc::clone(target),
@@ -168,7 +170,10 @@ async fn closed_loop(
             Arc::clone(&counters),
             tx.clone(),
         );
+        // User `i` of `n` starts `i × ramp / n` into the phase.
+        let begin = start + cfg.ramp.mul_f64(user as f64 / users);
         tasks.spawn(async move {
+            tokio::time::sleep_until(begin.into()).await;
             for i in 0..cfg.requests {
                 if Instant::now() >= deadline {
                     break;
@@ -179,7 +184,8 @@ async fn closed_loop(
                 let kind = cfg.test_type.kind_for(n);
                 let question = &cfg.questions[n % cfg.questions.len()];
                 counters.start();
-                let outcome = execute(&target, kind, question, session.as_deref(), None).await;
+                let outcome =
+                    execute(&target, user, kind, question, session.as_deref(), None).await;
                 counters.finish(outcome.is_ok());
                 let _ = tx.send(outcome);
             }
@@ -299,8 +305,15 @@ async fn open_loop(
         counters.start();
         tasks.spawn(async move {
             let question = &cfg2.questions[question_index];
-            let outcome =
-                execute(&target, kind, question, session.as_deref(), Some(intended)).await;
+            let outcome = execute(
+                &target,
+                issued,
+                kind,
+                question,
+                session.as_deref(),
+                Some(intended),
+            )
+            .await;
             counters.finish(outcome.is_ok());
             let _ = tx.send(outcome);
             drop(permit);
@@ -360,6 +373,7 @@ async fn warmup(
                 let question = &questions[n % questions.len()];
                 let outcome = execute(
                     &target,
+                    n,
                     test_type.kind_for(n),
                     question,
                     session.as_deref(),

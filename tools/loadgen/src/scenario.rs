@@ -35,6 +35,7 @@
 //! covering connect, headers and the whole body.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -193,7 +194,9 @@ impl Outcome {
 /// pre-built endpoint URLs. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Target {
-    client: reqwest::Client,
+    /// One client (one connection pool) per source address; a single one when the OS
+    /// chooses the source.
+    clients: Vec<reqwest::Client>,
     api_key: String,
     sessions_url: String,
     completions_url: String,
@@ -206,27 +209,40 @@ pub struct Target {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Target {
-    /// Builds the HTTP client: one connection pool for all tasks, unlimited
-    /// idle connections per host (every concurrent user keeps its
-    /// keep-alive connection), `TCP_NODELAY` (small SSE writes must not be
-    /// delayed by Nagle), no proxy from the environment.
+    /// Builds the HTTP clients: one connection pool for all tasks (one per
+    /// address of `source_addrs`, each binding its connections to that local
+    /// address), unlimited idle connections per host (every concurrent user
+    /// keeps its keep-alive connection), `TCP_NODELAY` (small SSE writes
+    /// must not be delayed by Nagle), no proxy from the environment.
     pub fn new(
         base_url: &str,
         api_key: &str,
         chat_id: &str,
         timeout: Duration,
+        source_addrs: &[IpAddr],
     ) -> anyhow::Result<Self> {
         // reqwest is built with rustls but no provider: ring, as everywhere in ragq.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(usize::MAX)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .connect_timeout(timeout)
-            .build()?;
+        let build = |local: Option<IpAddr>| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(usize::MAX)
+                .tcp_nodelay(true)
+                .no_proxy()
+                .connect_timeout(timeout)
+                .local_address(local)
+                .build()
+        };
+        let clients = if source_addrs.is_empty() {
+            vec![build(None)?]
+        } else {
+            source_addrs
+                .iter()
+                .map(|a| build(Some(*a)))
+                .collect::<Result<_, _>>()?
+        };
         let base = base_url.trim_end_matches('/');
         Ok(Target {
-            client,
+            clients,
             api_key: api_key.to_owned(),
             sessions_url: format!("{base}/api/v1/chats/{chat_id}/sessions"),
             completions_url: format!("{base}/api/v1/chats/{chat_id}/completions"),
@@ -239,16 +255,22 @@ impl Target {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// The client of user (or arrival) `n`: source addresses are used round-robin.
+    fn client(&self, n: usize) -> &reqwest::Client {
+        &self.clients[n % self.clients.len()]
+    }
 }
 
 /// Creates a RAGFlow chat session and returns its id.
 ///
 /// The error is a message fit for the report: the API's `message` when it
 /// answered `code != 0`, else a description of the HTTP/JSON problem.
-pub async fn create_session(target: &Target) -> Result<String, String> {
+/// `user` picks the source address (see [`Target::new`]).
+pub async fn create_session(target: &Target, user: usize) -> Result<String, String> {
     let attempt = async {
         let resp = target
-            .client
+            .client(user)
             .post(&target.sessions_url)
             .bearer_auth(&target.api_key)
             .json(&json!({ "name": "loadgen" }))
@@ -292,9 +314,11 @@ pub async fn create_session(target: &Target) -> Result<String, String> {
 ///
 /// `session` is required for RAGFlow kinds (and ignored for OpenAI ones).
 /// `origin` is the instant latencies are measured from; `None` means "now,
-/// just before sending".
+/// just before sending". `user` (the user, or the arrival's number) picks
+/// the source address.
 pub async fn execute(
     target: &Target,
+    user: usize,
     kind: Kind,
     question: &str,
     session: Option<&str>,
@@ -304,7 +328,7 @@ pub async fn execute(
     let origin = origin.unwrap_or(started);
     let result = match tokio::time::timeout(
         target.timeout,
-        attempt(target, kind, question, session, origin),
+        attempt(target, user, kind, question, session, origin),
     )
     .await
     {
@@ -329,6 +353,7 @@ type Attempt = Result<(Success, Option<reqwest::Response>), Failure>;
 
 async fn attempt(
     target: &Target,
+    user: usize,
     kind: Kind,
     question: &str,
     session: Option<&str>,
@@ -353,7 +378,7 @@ async fn attempt(
         ),
     };
     let resp = target
-        .client
+        .client(user)
         .post(url)
         .bearer_auth(&target.api_key)
         .json(&body)

@@ -387,3 +387,104 @@ async fn open_loop_at_fixed_rate() {
     );
     assert_eq!(report.to_json()["config"]["mode"], "open");
 }
+
+/// Where and when each OpenAI request arrived, as the server saw it.
+type Arrivals = std::sync::Arc<std::sync::Mutex<Vec<(std::net::IpAddr, std::time::Instant)>>>;
+
+/// The OpenAI route of [`start_server`], recording every request's peer address and arrival.
+async fn start_recording_server(seen: Arrivals) -> SocketAddr {
+    use axum::extract::ConnectInfo;
+    let app = Router::new().route(
+        "/api/v1/chats_openai/{chat}/chat/completions",
+        post(
+            move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                  path: Path<String>,
+                  headers: HeaderMap,
+                  body: Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    if let Ok(mut s) = seen.lock() {
+                        s.push((peer.ip(), std::time::Instant::now()));
+                    }
+                    openai(path, headers, body).await
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("serve");
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_addresses_are_used_round_robin() {
+    let seen = Arrivals::default();
+    let addr = start_recording_server(seen.clone()).await;
+    let mut cfg = Config::new(format!("http://{addr}"), KEY, "ok");
+    cfg.test_type = TestType::OpenAiStream;
+    cfg.quiet = true;
+    cfg.users = 6;
+    // Any 127.0.0.x is this machine's loopback on Linux: connections from 127.0.0.2 and
+    // 127.0.0.3 reach a server listening on 127.0.0.1.
+    cfg.source_addrs = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+    let report = run_ok(cfg).await;
+    assert_all_ok(&report, Kind::OpenAiStream, 6);
+    let mut peers: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(ip, _)| ip.to_string())
+        .collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.3",
+            "127.0.0.3"
+        ]
+    );
+    assert_eq!(
+        report.to_json()["config"]["source_addrs"],
+        json!(["127.0.0.2", "127.0.0.3"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_spreads_the_users_start() {
+    let seen = Arrivals::default();
+    let addr = start_recording_server(seen.clone()).await;
+    let mut cfg = Config::new(format!("http://{addr}"), KEY, "ok");
+    cfg.test_type = TestType::OpenAiStream;
+    cfg.quiet = true;
+    cfg.users = 5;
+    cfg.ramp = Duration::from_millis(500);
+    let report = run_ok(cfg).await;
+    assert_all_ok(&report, Kind::OpenAiStream, 5);
+    let mut at: Vec<std::time::Instant> = seen.lock().unwrap().iter().map(|(_, t)| *t).collect();
+    at.sort();
+    // Users start 0, 100, 200, 300 and 400 ms into the phase: each arrives ~100 ms after the
+    // one before (the timer may fire late, never early).
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(60),
+            "arrivals too close: {gap:?}"
+        );
+    }
+    assert!(at[4] - at[0] >= Duration::from_millis(380), "{at:?}");
+    assert_eq!(report.to_json()["config"]["ramp_s"], 0.5);
+}
