@@ -218,7 +218,11 @@ mod tests {
         for q in ["quorum queue queue limit", "the", "Größe queries"] {
             let query = QueryTerms::new(q);
             for d in docs {
-                assert_eq!(query.overlap(d), term_overlap(&terms(q), &terms(d)), "{q:?} in {d:?}");
+                assert_eq!(
+                    query.overlap(d),
+                    term_overlap(&terms(q), &terms(d)),
+                    "{q:?} in {d:?}"
+                );
             }
         }
     }

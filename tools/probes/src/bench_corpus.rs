@@ -690,10 +690,7 @@ pub fn measure(corpus: &Corpus) -> Value {
         any.push(hits as f64 / n);
         // The worker's keyword query: the rare terms OR-ed, or all of them AND-ed when every
         // one is common.
-        let rare: Vec<&String> = terms
-            .iter()
-            .filter(|t| frac(t) < common)
-            .collect();
+        let rare: Vec<&String> = terms.iter().filter(|t| frac(t) < common).collect();
         let kw = if rare.is_empty() {
             chunk_terms
                 .iter()

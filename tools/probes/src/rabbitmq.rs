@@ -65,8 +65,13 @@ fn broker_cpu_s() -> Option<f64> {
             continue;
         }
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the line: 12 and 13 after the comm.
-        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of the line; after the comm, field 3 is index 0.
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         ticks += field(11) + field(12);
     }
     Some(ticks as f64 / ticks_per_s)
