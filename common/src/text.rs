@@ -31,6 +31,14 @@ pub fn terms(text: &str) -> Vec<String> {
 /// word: one buffer is reused for the lower-cased word and its stem. Scoring a question against
 /// every candidate chunk tokenises tens of thousands of words per question; this is that path.
 pub fn for_each_term(text: &str, mut f: impl FnMut(&str)) {
+    terms_while(text, |t| {
+        f(t);
+        true
+    });
+}
+
+/// [`for_each_term`] until `f` returns `false`.
+fn terms_while(text: &str, mut f: impl FnMut(&str) -> bool) {
     let mut buf = String::new();
     for word in text.split(|c: char| !c.is_alphanumeric()) {
         if word.is_empty() {
@@ -47,7 +55,9 @@ pub fn for_each_term(text: &str, mut f: impl FnMut(&str)) {
             continue;
         }
         stem_in_place(&mut buf);
-        f(&buf);
+        if !f(&buf) {
+            return;
+        }
     }
 }
 
@@ -90,31 +100,15 @@ impl QueryTerms {
         }
         let mut seen = vec![false; self.terms.len()];
         let mut hits = 0;
-        let mut words = doc.split(|c: char| !c.is_alphanumeric());
-        let mut buf = String::new();
-        while hits < self.terms.len() {
-            let Some(word) = words.next() else { break };
-            if word.is_empty() {
-                continue;
-            }
-            buf.clear();
-            if word.is_ascii() {
-                buf.push_str(word);
-                buf.make_ascii_lowercase();
-            } else {
-                buf.push_str(&word.to_lowercase());
-            }
-            if STOP_WORDS.contains(&buf.as_str()) {
-                continue;
-            }
-            stem_in_place(&mut buf);
-            if let Ok(i) = self.terms.binary_search(&buf)
+        terms_while(doc, |t| {
+            if let Ok(i) = self.terms.binary_search_by(|q| q.as_str().cmp(t))
                 && !seen[i]
             {
                 seen[i] = true;
                 hits += 1;
             }
-        }
+            hits < self.terms.len()
+        });
         hits as f32 / self.terms.len() as f32
     }
 }
