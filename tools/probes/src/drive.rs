@@ -56,15 +56,7 @@ pub async fn drive<P: EventSender>(
                             Err(_) => continue,
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed) % targets;
-                        match publisher.send(i).await {
-                            Ok(()) => {
-                                counts.published.fetch_add(1, Ordering::AcqRel);
-                            }
-                            Err(_) => {
-                                counts.errors.fetch_add(1, Ordering::Relaxed);
-                                sem.add_permits(1);
-                            }
-                        }
+                        send_counted(&*publisher, &counts, &sem, i).await;
                     }
                 }));
             }
@@ -100,17 +92,7 @@ pub async fn drive<P: EventSender>(
                     }
                     let (publisher, counts, sem) = (publisher.clone(), counts.clone(), sem.clone());
                     let i = (sent % targets as u64) as usize;
-                    tasks.spawn(async move {
-                        match publisher.send(i).await {
-                            Ok(()) => {
-                                counts.published.fetch_add(1, Ordering::AcqRel);
-                            }
-                            Err(_) => {
-                                counts.errors.fetch_add(1, Ordering::Relaxed);
-                                sem.add_permits(1);
-                            }
-                        }
-                    });
+                    tasks.spawn(async move { send_counted(&*publisher, &counts, &sem, i).await });
                     sent += 1;
                 }
                 while tasks.try_join_next().is_some() {}
@@ -119,6 +101,20 @@ pub async fn drive<P: EventSender>(
                 while tasks.join_next().await.is_some() {}
             })
             .await;
+        }
+    }
+}
+
+/// Sends event `i` and counts it; a failed send gives its in-flight permit back (no event will
+/// arrive to release it).
+async fn send_counted<P: EventSender>(publisher: &P, counts: &Counts, sem: &Semaphore, i: usize) {
+    match publisher.send(i).await {
+        Ok(()) => {
+            counts.published.fetch_add(1, Ordering::AcqRel);
+        }
+        Err(_) => {
+            counts.errors.fetch_add(1, Ordering::Relaxed);
+            sem.add_permits(1);
         }
     }
 }
