@@ -977,6 +977,33 @@ pub fn redis_addr() -> String {
     host_port(&redis_url())
 }
 
+/// Starts a `nats-server` of the test's own with JetStream on 127.0.0.1:`port`, storing under
+/// `store`, with `extra` arguments (TLS, credentials), and waits until it listens (at most
+/// 10 s). The caller stops it.
+pub fn start_nats_server<S: AsRef<std::ffi::OsStr>>(
+    port: u16,
+    store: &std::path::Path,
+    extra: impl IntoIterator<Item = S>,
+) -> std::process::Child {
+    let child = std::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server (Debian package nats-server) is installed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 /// `host:port` of a service URL (credentials and path dropped).
 pub fn host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);

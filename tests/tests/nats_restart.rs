@@ -5,7 +5,7 @@
 //! The test runs its own `nats-server` (its own port and store directory), so it stops no shared
 //! service; it is bounded in time and count and talks only to 127.0.0.1.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,19 +19,7 @@ const QUESTION: &str = "What is the delivery limit of the job queue?";
 
 /// A nats-server with JetStream on `port`, storing under `dir`.
 fn start_nats(port: u16, dir: &std::path::Path) -> Child {
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server (Debian package nats-server) is installed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    ragq_tests::start_nats_server(port, dir, std::iter::empty::<&str>())
 }
 
 fn free_port() -> u16 {

@@ -4,7 +4,7 @@
 //! stream, every connection over TLS (rustls on ring, the CA from `RAGQ_EXTRA_CA_FILE`). A wrong
 //! password stops the api at start with a clear message that does not print the password.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ragq_common::broker::BrokerKind;
@@ -30,23 +30,18 @@ impl OwnNats {
             .port();
         let store =
             std::env::temp_dir().join(format!("ragq-nats-tls-{}", uuid::Uuid::new_v4().simple()));
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&store)
-            .args(["--tls", "--tlscert"])
-            .arg(&cert.cert_path)
-            .arg("--tlskey")
-            .arg(&cert.key_path)
-            .args(["--user", "ragq", "--pass", "s3cret-nats"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (Debian package nats-server) is installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let tls: [&std::ffi::OsStr; 9] = [
+            "--tls".as_ref(),
+            "--tlscert".as_ref(),
+            cert.cert_path.as_os_str(),
+            "--tlskey".as_ref(),
+            cert.key_path.as_os_str(),
+            "--user".as_ref(),
+            "ragq".as_ref(),
+            "--pass".as_ref(),
+            "s3cret-nats".as_ref(),
+        ];
+        let child = ragq_tests::start_nats_server(port, &store, tls);
         OwnNats { child, port, store }
     }
 }
