@@ -977,6 +977,29 @@ pub fn redis_addr() -> String {
     host_port(&redis_url())
 }
 
+/// Runs the `ragq-api` binary against database `db_name` with `args` and expects it to refuse
+/// to start: a failed exit within 15 s. Returns its standard error (what an operator reads).
+pub fn api_start_failure<S: AsRef<std::ffi::OsStr>>(
+    db_name: &str,
+    args: impl IntoIterator<Item = S>,
+) -> String {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(bin_dir().join("ragq-api"))
+        .args(["--database-url", &format!("{}/{db_name}", pg_admin_url())])
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("ragq-api runs");
+    assert!(!out.status.success(), "ragq-api started");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Starts a `nats-server` of the test's own with JetStream on 127.0.0.1:`port`, storing under
 /// `store`, with `extra` arguments (TLS, credentials), and waits until it listens (at most
 /// 10 s). The caller stops it.

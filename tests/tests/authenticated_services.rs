@@ -176,28 +176,8 @@ async fn redis_with_a_password_and_with_an_acl_user() {
 async fn a_wrong_redis_password_is_a_clear_start_up_error() {
     let redis = OwnRedis::start(&["--requirepass", "right"]);
     let env = TestEnv::start(EnvOptions::default()).await;
-    let bin = ragq_tests::bin_dir().join("ragq-api");
-    let started = Instant::now();
-    let out = Command::new(bin)
-        .args([
-            "--database-url",
-            &format!("{}/{}", ragq_tests::pg_admin_url(), env.db_name),
-        ])
-        .args([
-            "--redis-url",
-            &format!("redis://:wrong@127.0.0.1:{}/", redis.port),
-        ])
-        .args(["--addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("ragq-api runs");
-    assert!(!out.status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        started.elapsed()
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let redis_url = format!("redis://:wrong@127.0.0.1:{}/", redis.port);
+    let stderr = ragq_tests::api_start_failure(&env.db_name, ["--redis-url", &redis_url]);
     assert!(
         stderr.contains("WRONGPASS") || stderr.to_lowercase().contains("auth"),
         "the error names the authentication failure: {stderr}"

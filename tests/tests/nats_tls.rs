@@ -4,8 +4,7 @@
 //! stream, every connection over TLS (rustls on ring, the CA from `RAGQ_EXTRA_CA_FILE`). A wrong
 //! password stops the api at start with a clear message that does not print the password.
 
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
 use ragq_common::broker::BrokerKind;
 use ragq_common::bus::BusKind;
@@ -97,31 +96,20 @@ async fn a_wrong_nats_password_is_a_clear_start_up_error() {
     let ca = TestCa::new();
     let nats = OwnNats::start(&ca);
     let env = TestEnv::start(EnvOptions::default()).await;
-    let bin = ragq_tests::bin_dir().join("ragq-api");
-    let started = Instant::now();
-    let out = Command::new(bin)
-        .args([
-            "--database-url",
-            &format!("{}/{}", ragq_tests::pg_admin_url(), env.db_name),
-        ])
-        .args(["--broker", "nats", "--bus", "nats"])
-        .args([
-            "--nats-url",
-            &format!("tls://ragq:wrong-pw@localhost:{}", nats.port),
-        ])
-        .arg("--extra-ca-file")
-        .arg(ca.ca_path())
-        .args(["--addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("ragq-api runs");
-    assert!(!out.status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        started.elapsed()
+    let nats_url = format!("tls://ragq:wrong-pw@localhost:{}", nats.port);
+    let stderr = ragq_tests::api_start_failure(
+        &env.db_name,
+        [
+            "--broker".as_ref(),
+            "nats".as_ref(),
+            "--bus".as_ref(),
+            "nats".as_ref(),
+            "--nats-url".as_ref(),
+            nats_url.as_ref(),
+            "--extra-ca-file".as_ref(),
+            ca.ca_path().as_os_str(),
+        ] as [&std::ffi::OsStr; 8],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     println!("wrong NATS password: {}", stderr.trim());
     assert!(
         stderr.to_lowercase().contains("authorization"),
