@@ -215,8 +215,7 @@ PROFILE=${RAGQ_BENCH_PROFILE:-0}
 PGSS=0
 if [ "$PROFILE" = 1 ]; then
   command -v perf >/dev/null || { echo "RAGQ_BENCH_PROFILE=1 needs perf (apt-get install linux-perf)" >&2; exit 2; }
-  if [ "$(psql "$RAGQ_DATABASE_URL" -tAc "SHOW shared_preload_libraries" 2>/dev/null)" = pg_stat_statements ] ||
-    psql "$RAGQ_DATABASE_URL" -tAc "SHOW shared_preload_libraries" 2>/dev/null | grep -q pg_stat_statements; then
+  if psql "$RAGQ_DATABASE_URL" -tAc "SHOW shared_preload_libraries" 2>/dev/null | grep -q pg_stat_statements; then
     psql "$RAGQ_DATABASE_URL" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null && PGSS=1
   else
     echo "[bench] PostgreSQL does not preload pg_stat_statements: no statement profile" >&2
