@@ -185,6 +185,52 @@ async fn turns_are_saved_once_and_feed_the_history() {
     env.stop().await;
 }
 
+/// With a rerank model its score is the semantic one (RAGFlow's `vtsim`): the question is not
+/// embedded. Without one, the question is embedded and the cosine scores the chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reranked_chat_does_not_embed_the_question() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let env = TestEnv::start(EnvOptions::default()).await;
+    let calls = || {
+        let s = &env.sim.stats;
+        (
+            s.embedding_requests.load(SeqCst),
+            s.rerank_requests.load(SeqCst),
+        )
+    };
+    let first_chunk = |r: &Value| r["data"]["reference"]["chunks"][0].clone();
+
+    let (embeds, reranks) = calls();
+    let session = env.create_session(&env.chat_id).await;
+    let r = env.ask(&env.chat_id, &session, QUESTION).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let top = first_chunk(&r);
+    assert_eq!(top["document_name"], "job-queue.md", "{r}");
+    assert_eq!(
+        calls(),
+        (embeds, reranks + 1),
+        "reranked: no embedding call"
+    );
+    // The reported vector similarity is the rerank score, which is in (0, 1].
+    let v = top["vector_similarity"].as_f64().expect("a number");
+    assert!(v > 0.0 && v <= 1.0, "{top}");
+
+    let plain = env.chat_with_model("no-rerank", "sim").await;
+    let session = env.create_session(&plain).await;
+    let r = env.ask(&plain, &session, QUESTION).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let top = first_chunk(&r);
+    assert_eq!(top["document_name"], "job-queue.md", "{r}");
+    assert_eq!(
+        calls(),
+        (embeds + 1, reranks + 1),
+        "not reranked: one embedding call"
+    );
+    let cosine = top["vector_similarity"].as_f64().expect("a number");
+    assert!(cosine > 0.0 && cosine <= 1.0, "{top}");
+    env.stop().await;
+}
+
 /// Auth and ownership errors use RAGFlow's codes and messages and publish nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_and_ownership_errors_publish_nothing() {

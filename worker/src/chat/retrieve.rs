@@ -11,7 +11,7 @@ use super::context::JobContext;
 use crate::job::cancel::until_cancelled;
 use crate::job::deps::Deps;
 use crate::job::error::StepError;
-use crate::search::{self, Candidates, Params};
+use crate::search::{self, Candidates, Params, Semantic};
 
 /// The chat's retrieval settings.
 pub fn params(ctx: &JobContext) -> Params {
@@ -38,8 +38,10 @@ pub async fn retrieve(
     if params.dataset_ids.is_empty() || params.top_n == 0 {
         return Ok(Some(Candidates::default()));
     }
+    // With a rerank model ([`super::rerank`]) its score is the semantic one: no embedding.
+    let semantic = Semantic::of(embedder, ctx.rerank.as_ref());
     // The embedding call is part of it: dropped on cancel too.
-    let found = search::candidates(&deps.db, &deps.common_terms, embedder, params, question)
+    let found = search::candidates(&deps.db, &deps.common_terms, semantic, params, question)
         .instrument(tracing::info_span!(
             "retrieval",
             gen_ai.operation.name = "retrieval",

@@ -8,9 +8,12 @@
 //!    is common ([`common_terms`]) — at most [`KEYWORD_SCAN`] matches ranked by `ts_rank`, GIN
 //!    index; [`sql`]). When keywords find fewer than `top_n` chunks, up to `min(top_k,
 //!    VECTOR_SCAN)` more chunks are scanned by vector similarity alone. Each candidate gets its
-//!    `term` score (the fraction of query terms it contains) and its `vector` score (the cosine of
-//!    the embeddings).
-//! 2. [`Candidates::rerank`] — optional: a rerank model's score replaces the cosine.
+//!    `term` score (the fraction of query terms it contains) and, unless a rerank model will
+//!    score it ([`Semantic`]), its `vector` score (the cosine of the embeddings).
+//! 2. [`Candidates::rerank`] — optional: a rerank model's score replaces the cosine. As in
+//!    RAGFlow's `rerank_by_model`, the cosine then plays no part (the reported
+//!    `vector_similarity` is the rerank score), so the question is not embedded and the chunks'
+//!    embeddings are not read: one model call and the widest column fewer per question.
 //! 3. [`Candidates::rank`] — score every candidate as RAGFlow does, `sim = (1 − w)·term +
 //!    w·semantic` (`w` the chat's `vector_similarity_weight`), drop those below
 //!    `similarity_threshold`, best first.
@@ -71,6 +74,26 @@ pub enum SearchError {
     Upstream(#[from] ProviderError),
 }
 
+/// What gives a candidate its semantic score (RAGFlow's `vtsim`).
+pub enum Semantic {
+    /// The cosine of the question's embedding (by this model) and the chunk's stored one.
+    Cosine(Arc<dyn Embedder>),
+    /// A rerank model's score, set by [`Candidates::rerank`], which must then be called: the
+    /// question is not embedded and the chunks' embeddings are not read.
+    Rerank,
+}
+
+impl Semantic {
+    /// The semantic score of a search reranked by `reranker` (if any), else the cosine by
+    /// `embedder`.
+    pub fn of<T>(embedder: Arc<dyn Embedder>, reranker: Option<&T>) -> Self {
+        match reranker {
+            Some(_) => Semantic::Rerank,
+            None => Semantic::Cosine(embedder),
+        }
+    }
+}
+
 /// One candidate and its scores so far.
 struct Scored {
     term: f32,
@@ -94,26 +117,31 @@ pub struct Candidates {
 pub async fn candidates(
     db: &PgPool,
     common: &CommonTerms,
-    embedder: Arc<dyn Embedder>,
+    semantic: Semantic,
     p: &Params,
     question: &str,
 ) -> Result<Candidates, SearchError> {
     if p.dataset_ids.is_empty() {
         return Ok(Candidates::default());
     }
-    let q = [question.to_string()];
     let started = Instant::now();
-    let ((qvec, embedded), (found, searched)) = tokio::join!(
-        async { (embedder.embed(&q).await, started.elapsed()) },
-        async {
-            // Cached; read from PostgreSQL at most once a minute, alongside the embedding.
-            let common = common.get(db).await;
-            let found = sql::candidates(db, &common, p, question).await;
-            (found, started.elapsed())
-        },
-    );
-    let (qvec, found) = (qvec?, found?);
-    let qvec = qvec.into_iter().next().unwrap_or_default();
+    let search = async {
+        // Cached; read from PostgreSQL at most once a minute, alongside the embedding.
+        let common = common.get(db).await;
+        let with_embeddings = matches!(semantic, Semantic::Cosine(_));
+        let found = sql::candidates(db, &common, p, question, with_embeddings).await;
+        (found, started.elapsed())
+    };
+    let (qvec, embedded, (found, searched)) = match &semantic {
+        Semantic::Cosine(embedder) => {
+            let q = [question.to_string()];
+            let embed = async { (embedder.embed(&q).await, started.elapsed()) };
+            let ((qvec, embedded), found) = tokio::join!(embed, search);
+            (qvec?.into_iter().next(), embedded, found)
+        }
+        Semantic::Rerank => (None, Duration::ZERO, search.await),
+    };
+    let found = found?;
     if found.is_empty() {
         return Ok(Candidates::default());
     }
@@ -122,7 +150,10 @@ pub async fn candidates(
         .into_iter()
         .map(|c| Scored {
             term: query_terms.overlap(&c.content),
-            vector: text::dot(&qvec, &decode_embedding(&c.embedding)).max(0.0),
+            vector: match (&qvec, &c.embedding) {
+                (Some(q), Some(e)) => text::dot(q, &decode_embedding(e)).max(0.0),
+                _ => 0.0,
+            },
             chunk: c,
         })
         .collect();
@@ -179,7 +210,7 @@ impl Candidates {
         );
         let w = p.vector_similarity_weight.clamp(0.0, 1.0);
         let reranked = self.reranked;
-        let mut ranked: Vec<(f32, Scored)> = self
+        let mut ranked: Vec<(f32, f32, Scored)> = self
             .scored
             .into_iter()
             .enumerate()
@@ -188,14 +219,14 @@ impl Candidates {
                     .as_ref()
                     .and_then(|r| r.get(i).copied())
                     .unwrap_or(s.vector);
-                ((1.0 - w) * s.term + w * semantic, s)
+                ((1.0 - w) * s.term + w * semantic, semantic, s)
             })
             .collect();
-        ranked.retain(|(sim, _)| *sim >= p.similarity_threshold);
+        ranked.retain(|(sim, _, _)| *sim >= p.similarity_threshold);
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
         ranked
             .into_iter()
-            .map(|(sim, s)| RefChunk {
+            .map(|(sim, semantic, s)| RefChunk {
                 id: s.chunk.id,
                 content: s.chunk.content,
                 document_id: s.chunk.document_id,
@@ -205,7 +236,8 @@ impl Candidates {
                 positions: Vec::new(),
                 url: None,
                 similarity: sim,
-                vector_similarity: s.vector,
+                // RAGFlow's `vtsim`: the rerank score when reranked, else the cosine.
+                vector_similarity: semantic,
                 term_similarity: s.term,
                 doc_type: String::new(),
             })
@@ -223,7 +255,8 @@ pub async fn rank(
     p: &Params,
     question: &str,
 ) -> Result<Vec<RefChunk>, SearchError> {
-    let mut found = candidates(db, common, embedder, p, question).await?;
+    let semantic = Semantic::of(embedder, reranker.as_ref());
+    let mut found = candidates(db, common, semantic, p, question).await?;
     if let Some(r) = reranker {
         found.rerank(r.as_ref(), question).await?;
     }

@@ -14,14 +14,17 @@ pub(crate) struct Candidate {
     pub(crate) document_name: String,
     pub(crate) dataset_id: String,
     pub(crate) content: String,
-    pub(crate) embedding: Vec<u8>,
+    /// Read only when the cosine is the semantic score (`$9`; see [`super::Semantic`]).
+    pub(crate) embedding: Option<Vec<u8>>,
 }
 
 /// The candidates query (read by `candidates`); public so that probes can EXPLAIN the very statement.
 ///
 /// `$1` dataset ids, `$2` question, `$3` keyword candidates, `$4` document ids (empty = all),
 /// `$5` common lexemes ([`super::common_terms::CommonTerms`]), `$6` `top_n`, `$7` vector-scan size, `$8` most keyword
-/// matches ranked ([`KEYWORD_SCAN`]).
+/// matches ranked ([`KEYWORD_SCAN`]), `$9` whether to read the chunks' embeddings (a wide column,
+/// out of line in TOAST for models of 512 dimensions and more: not read when a rerank model
+/// scores the candidates).
 pub const CANDIDATES_SQL: &str = "WITH lexemes AS (
              SELECT unnest(tsvector_to_array(to_tsvector('english', $2))) AS w),
          rare AS (SELECT w FROM lexemes WHERE NOT (w = ANY($5::text[]))),
@@ -39,12 +42,14 @@ pub const CANDIDATES_SQL: &str = "WITH lexemes AS (
                    LIMIT $8) m, query
              ORDER BY rank DESC LIMIT $3),
          keyword AS MATERIALIZED (
-             SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
+             SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content,
+                    CASE WHEN $9 THEN c.embedding END AS embedding
              FROM ranked JOIN chunks c ON c.id = ranked.id JOIN documents d ON d.id = c.document_id
              ORDER BY ranked.rank DESC)
          SELECT * FROM keyword
          UNION ALL
-         SELECT * FROM (SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content, c.embedding
+         SELECT * FROM (SELECT c.id, c.document_id, d.name AS document_name, c.dataset_id, c.content,
+                    CASE WHEN $9 THEN c.embedding END AS embedding
              FROM chunks c JOIN documents d ON d.id = c.document_id
              WHERE (SELECT count(*) FROM keyword) < $6
                AND c.id IN (
@@ -59,7 +64,7 @@ pub const CANDIDATES_SQL: &str = "WITH lexemes AS (
 
 /// Binds [`CANDIDATES_SQL`]'s parameters to a query of any output type.
 macro_rules! bind_candidates {
-    ($query:expr, $common:expr, $p:expr, $question:expr) => {
+    ($query:expr, $common:expr, $p:expr, $question:expr, $embeddings:expr) => {
         $query
             .bind(&$p.dataset_ids)
             .bind($question)
@@ -69,6 +74,7 @@ macro_rules! bind_candidates {
             .bind($p.top_n as i64)
             .bind($p.top_k.clamp(1, VECTOR_SCAN))
             .bind(KEYWORD_SCAN)
+            .bind($embeddings)
     };
 }
 
@@ -84,7 +90,8 @@ pub async fn explain_candidates(
         sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)),
         common,
         p,
-        question
+        question,
+        true
     )
     .fetch_all(conn)
     .await
@@ -92,18 +99,21 @@ pub async fn explain_candidates(
 
 /// Full-text candidates and, when they are fewer than `top_n`, vector-scan candidates — in one
 /// statement. The fallback branch's condition depends on no row, so PostgreSQL evaluates it once
-/// and skips the scan entirely when keywords found enough.
+/// and skips the scan entirely when keywords found enough. `embeddings`: read the chunks'
+/// embeddings too.
 pub(crate) async fn candidates(
     db: &PgPool,
     common: &[String],
     p: &Params,
     question: &str,
+    embeddings: bool,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     bind_candidates!(
         sqlx::query_as::<_, Candidate>(CANDIDATES_SQL),
         common,
         p,
-        question
+        question,
+        embeddings
     )
     .fetch_all(db)
     .await
