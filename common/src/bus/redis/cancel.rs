@@ -35,7 +35,7 @@ impl CancelMarks for RedisMarks {
 /// Connects and starts listening; the listener ends when the last watcher clone is dropped.
 pub async fn start(endpoint: &RedisEndpoint, prefix: &str) -> Result<CancelWatcher, BusError> {
     let client = endpoint.client().clone();
-    let conn = ConnectionManager::new(client.clone()).await?;
+    let conn = endpoint.connection_manager().await?;
     let watcher = CancelWatcher::new(Arc::new(RedisMarks {
         conn,
         prefix: prefix.to_string(),

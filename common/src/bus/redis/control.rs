@@ -26,7 +26,7 @@ pub struct RedisControl {
 impl RedisControl {
     pub async fn connect(endpoint: &RedisEndpoint, prefix: &str) -> Result<Self, BusError> {
         Ok(RedisControl {
-            conn: ConnectionManager::new(endpoint.client().clone()).await?,
+            conn: endpoint.connection_manager().await?,
             prefix: prefix.to_string(),
         })
     }

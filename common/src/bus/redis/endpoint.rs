@@ -5,10 +5,19 @@
 //! only builds the [`redis::Client`] once per process and hands it to the publisher, the
 //! subscriber, the control connection and the cancel watcher.
 
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion};
 
 use crate::bus::BusError;
 use crate::tls::TlsRoots;
+
+/// Bound on connecting and on every command's reply, on every connection ragq makes. redis-rs's
+/// own default reply timeout, 500 ms, failed the owner record of 1,272 of 19,600 RAGFlow streams
+/// opened in 40 s on a saturated 2-core machine (HTTP 503s, docs/BENCHMARKS.md): a busy server
+/// is not a lost one. A Redis that is down fails at once (connection refused), not after this.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A validated Redis endpoint.
 #[derive(Clone)]
@@ -63,6 +72,15 @@ impl RedisEndpoint {
     /// The client for ordinary connections (the URL's protocol, RESP2 unless it says otherwise).
     pub fn client(&self) -> &redis::Client {
         &self.client
+    }
+
+    /// A multiplexed, reconnecting connection for commands (publishing, control, cancel marks),
+    /// bounded by [`COMMAND_TIMEOUT`].
+    pub async fn connection_manager(&self) -> Result<ConnectionManager, BusError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT));
+        Ok(ConnectionManager::new_with_config(self.client.clone(), config).await?)
     }
 
     /// A client for the same server speaking RESP3, whose connections can subscribe to channels

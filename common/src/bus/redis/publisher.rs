@@ -21,7 +21,7 @@ pub struct RedisPublisher {
 
 impl RedisPublisher {
     pub async fn connect(endpoint: &RedisEndpoint, prefix: &str) -> Result<Self, BusError> {
-        let conn = ConnectionManager::new(endpoint.client().clone()).await?;
+        let conn = endpoint.connection_manager().await?;
         Ok(RedisPublisher {
             conn,
             prefix: prefix.to_string(),

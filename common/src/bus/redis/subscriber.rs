@@ -33,14 +33,12 @@ use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
-use super::endpoint::RedisEndpoint;
+use super::endpoint::{COMMAND_TIMEOUT, RedisEndpoint};
 use super::keys::channel;
 use crate::bus::{BusError, Closed, EventSubscriber, ReaderState, Subscription};
 
 /// How often the supervisor checks that the connection still answers.
 const PING_EVERY: Duration = Duration::from_secs(5);
-/// Bound on connecting and on every command of the subscriber connection.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the connection may stay down before every open reader is closed.
 pub const DOWN_BOUND: Duration = Duration::from_secs(3);
 /// Channels per `SUBSCRIBE`/`UNSUBSCRIBE` command.
