@@ -49,6 +49,21 @@ async fn every_model_over_https_with_the_extra_ca() {
     );
     assert!(env.sim.stats.chat_requests.load(Ordering::Relaxed) >= 1);
     assert!(env.sim.stats.rerank_requests.load(Ordering::Relaxed) >= 1);
+    // The demo chat reranks (no question embedding); a chat without a reranker embeds the
+    // question over HTTPS too.
+    let plain = env.chat_with_model("no-rerank", "sim").await;
+    let session = env.create_session(&plain).await;
+    let events = env.ask_stream(&plain, &session, QUESTION).await;
+    let last = events.len() - 1;
+    assert_eq!(events[last], serde_json::json!({"code": 0, "data": true}));
+    assert!(
+        !events[last - 1]["data"]["reference"]["chunks"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "retrieval (embedding over HTTPS) found chunks: {}",
+        events[last - 1]
+    );
     assert!(env.sim.stats.embedding_requests.load(Ordering::Relaxed) > embeddings_at_start);
 
     // The operator's check agrees.
