@@ -50,7 +50,6 @@ case $CORPUS in realistic | demo) ;; *) echo "RAGQ_BENCH_CORPUS must be realisti
 unset RAGQ_UPSTREAM_URL
 # Workload W1 for the simulator.
 export RAGQ_SIM_EMBED_MS=15 RAGQ_SIM_RERANK_MS=80 RAGQ_SIM_TTFT_MS=250 RAGQ_SIM_TOKENS=48 RAGQ_SIM_TOKEN_GAP_MS=15
-IDEAL_MS=345
 
 bash scripts/up.sh >/dev/null
 # shellcheck disable=SC1091

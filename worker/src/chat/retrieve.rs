@@ -39,7 +39,7 @@ pub async fn retrieve(
         return Ok(Some(Candidates::default()));
     }
     // With a rerank model ([`super::rerank`]) its score is the semantic one: no embedding.
-    let semantic = Semantic::of(embedder, ctx.rerank.as_ref());
+    let semantic = Semantic::of(embedder, ctx.rerank.is_some());
     // The embedding call is part of it: dropped on cancel too.
     let found = search::candidates(&deps.db, &deps.common_terms, semantic, params, question)
         .instrument(tracing::info_span!(

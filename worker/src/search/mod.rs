@@ -84,12 +84,12 @@ pub enum Semantic {
 }
 
 impl Semantic {
-    /// The semantic score of a search reranked by `reranker` (if any), else the cosine by
-    /// `embedder`.
-    pub fn of<T>(embedder: Arc<dyn Embedder>, reranker: Option<&T>) -> Self {
-        match reranker {
-            Some(_) => Semantic::Rerank,
-            None => Semantic::Cosine(embedder),
+    /// The rerank score when the search is `reranked`, else the cosine by `embedder`.
+    pub fn of(embedder: Arc<dyn Embedder>, reranked: bool) -> Self {
+        if reranked {
+            Semantic::Rerank
+        } else {
+            Semantic::Cosine(embedder)
         }
     }
 }
@@ -255,7 +255,7 @@ pub async fn rank(
     p: &Params,
     question: &str,
 ) -> Result<Vec<RefChunk>, SearchError> {
-    let semantic = Semantic::of(embedder, reranker.as_ref());
+    let semantic = Semantic::of(embedder, reranker.is_some());
     let mut found = candidates(db, common, semantic, p, question).await?;
     if let Some(r) = reranker {
         found.rerank(r.as_ref(), question).await?;
