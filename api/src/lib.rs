@@ -91,6 +91,7 @@ impl Api {
         tokio::spawn(watch_queue_depth(broker.clone(), queue_depth.clone()));
         let state = AppState {
             keys: Arc::default(),
+            access: Arc::default(),
             embed_rate: Arc::default(),
             tenant_limits: Arc::default(),
             tenant_rate: Arc::default(),

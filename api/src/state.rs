@@ -16,6 +16,8 @@ pub struct AppState {
     pub db: PgPool,
     /// Recently verified API keys.
     pub keys: Arc<crate::caches::KeyCache>,
+    /// Recently confirmed chat and session ownership (completions).
+    pub access: Arc<crate::caches::AccessCache>,
     /// Per-embed-token request counts (each token's own rate limit).
     pub embed_rate: Arc<crate::caches::RateLimiter>,
     /// Each tenant's fairness limits, cached for a few seconds.

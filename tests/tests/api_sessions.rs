@@ -384,3 +384,92 @@ async fn list_shows_an_answered_turn() {
     );
     env.stop().await;
 }
+
+/// The error event that ends a streamed answer, if it ended with one.
+fn stream_error(events: &[Value]) -> Option<String> {
+    events
+        .iter()
+        .filter(|e| e["code"] != 0)
+        .find_map(|e| e["message"].as_str().map(str::to_string))
+}
+
+/// A completion's ownership check is remembered by the api that made it (no statement per
+/// question): a session deleted through the same api is refused at once with RAGFlow's 102;
+/// one deleted through another api replica (or by hand) is refused by the worker's context
+/// statement, ending the stream with the same words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_sessions_are_refused_whichever_replica_deleted_them() {
+    let env = TestEnv::start(EnvOptions::default()).await;
+    let chat = env.chat_id.clone();
+    let base = format!("/api/v1/chats/{chat}/sessions");
+
+    // Through this api: answered once (the check is now remembered), deleted, refused.
+    let s = env.create_session(&chat).await;
+    let answered = env
+        .ask_stream(&chat, &s, "What is the delivery limit?")
+        .await;
+    assert_eq!(stream_error(&answered), None, "{answered:?}");
+    assert_eq!(
+        delete(&env, &base, json!({"ids": [s]})).await,
+        json!({"code": 0})
+    );
+    assert_err(
+        &env.ask(&chat, &s, "And again?").await,
+        102,
+        &format!("You don't own the session {s}"),
+    );
+
+    // Through another replica: this api still remembers the session, the worker refuses it.
+    let (other, stop_other) = env.spawn_api("other").await;
+    let s = env.create_session(&chat).await;
+    let answered = env
+        .ask_stream(&chat, &s, "What is the delivery limit?")
+        .await;
+    assert_eq!(stream_error(&answered), None, "{answered:?}");
+    let resp = env
+        .http
+        .delete(format!("{other}{base}"))
+        .header("Authorization", env.auth())
+        .json(&json!({"ids": [s]}))
+        .send()
+        .await
+        .expect("delete on the other replica");
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"code": 0}));
+    let refused = env.ask_stream(&chat, &s, "And again?").await;
+    let message = stream_error(&refused).expect("the stream ends with an error");
+    assert!(
+        message.contains(&format!("You don't own the session {s}")),
+        "{message}"
+    );
+    // Nothing was saved for the refused question.
+    let turns: i64 = sqlx::query_scalar("SELECT count(*) FROM turns WHERE session_id = $1")
+        .bind(&s)
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(turns, 0);
+
+    // A chat deleted through the other replica: the worker refuses it too.
+    let s = env.create_session(&chat).await;
+    let answered = env
+        .ask_stream(&chat, &s, "What is the delivery limit?")
+        .await;
+    assert_eq!(stream_error(&answered), None, "{answered:?}");
+    let resp = env
+        .http
+        .delete(format!("{other}/api/v1/chats"))
+        .header("Authorization", env.auth())
+        .json(&json!({"ids": [chat]}))
+        .send()
+        .await
+        .expect("delete on the other replica");
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"code": 0}));
+    let refused = env.ask_stream(&chat, &s, "And again?").await;
+    let message = stream_error(&refused).expect("the stream ends with an error");
+    assert!(
+        message.contains(&format!("You don't own the chat {chat}")),
+        "{message}"
+    );
+    stop_other.cancel();
+    env.stop().await;
+}

@@ -126,57 +126,64 @@ pub async fn complete(
         req.quote = Some(false);
     }
 
-    // Chat ownership and (when given) session ownership in one round trip. Ids that do not
-    // parse name no row: answered as another tenant's.
+    // Chat ownership and (when given) session ownership in one round trip, unless this
+    // process confirmed both within the last seconds ([`crate::caches::AccessCache`]). Ids
+    // that do not parse name no row: answered as another tenant's.
     let session = req
         .session_id
         .as_deref()
         .and_then(|s| SessionId::parse(s).ok());
-    let row: Option<(String, Option<bool>)> = match ChatId::parse(&chat_id) {
-        Err(_) => None,
-        Ok(chat) => {
-            sqlx::query_as(
-                "SELECT COALESCE(c.prompt_config->>'prologue', ''),
-                        (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id)
-                 FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
-            )
-            .bind(&chat)
-            .bind(&tenant)
-            .bind(session.as_ref().map_or("", |s| s.as_str()))
-            .fetch_optional(&state.db)
-            .await?
+    let session_id = match req.session_id.take() {
+        Some(id) if session.is_some() && state.access.confirmed(&tenant, &chat_id, Some(&id)) => id,
+        session_id => {
+            let row: Option<(String, Option<bool>)> = match ChatId::parse(&chat_id) {
+                Err(_) => None,
+                Ok(chat) => {
+                    sqlx::query_as(
+                        "SELECT COALESCE(c.prompt_config->>'prologue', ''),
+                                (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id)
+                         FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
+                    )
+                    .bind(&chat)
+                    .bind(&tenant)
+                    .bind(session.as_ref().map_or("", |s| s.as_str()))
+                    .fetch_optional(&state.db)
+                    .await?
+                }
+            };
+            let Some((prologue, session_ok)) = row else {
+                return Err(ApiError::data(format!("You don't own the chat {chat_id}")));
+            };
+            let Some(session_id) = session_id else {
+                // RAGFlow: no session → open one and answer with its prologue.
+                let session = sessions::insert(
+                    &state.db,
+                    &tenant,
+                    &chat_id,
+                    "New session",
+                    &req.user_id,
+                    &prologue,
+                )
+                .await?;
+                if req.stream {
+                    return Ok(wire::sse_response(Body::from(ragflow::new_session_events(
+                        &prologue,
+                        &session.id,
+                    ))));
+                }
+                return Ok(ok(json!({
+                    "answer": prologue, "reference": {}, "audio_binary": null, "id": null, "session_id": session.id,
+                })));
+            };
+            if session_ok != Some(true) {
+                return Err(ApiError::data(format!(
+                    "You don't own the session {session_id}"
+                )));
+            }
+            state.access.confirm(&tenant, &chat_id, Some(&session_id));
+            session_id
         }
     };
-    let Some((prologue, session_ok)) = row else {
-        return Err(ApiError::data(format!("You don't own the chat {chat_id}")));
-    };
-
-    let Some(session_id) = req.session_id else {
-        // RAGFlow: no session → open one and answer with its prologue.
-        let session = sessions::insert(
-            &state.db,
-            &tenant,
-            &chat_id,
-            "New session",
-            &req.user_id,
-            &prologue,
-        )
-        .await?;
-        if req.stream {
-            return Ok(wire::sse_response(Body::from(ragflow::new_session_events(
-                &prologue,
-                &session.id,
-            ))));
-        }
-        return Ok(ok(json!({
-            "answer": prologue, "reference": {}, "audio_binary": null, "id": null, "session_id": session.id,
-        })));
-    };
-    if session_ok != Some(true) {
-        return Err(ApiError::data(format!(
-            "You don't own the session {session_id}"
-        )));
-    }
     let question = req
         .question
         .ok_or_else(|| ApiError::argument("required argument are missing: question; "))?;

@@ -1,5 +1,7 @@
 //! Step 1: load what a job needs from PostgreSQL — the chat's settings, its models and the
-//! session's history — in one statement. No connection is kept after this step.
+//! session's history — in one statement, which also confirms that the chat is live and the
+//! session is the chat's (the ingress may have answered that from its cache). No connection is
+//! kept after this step.
 
 use ragq_common::job::{ChatMessage, Job, JobKind, Role};
 use serde_json::Value;
@@ -98,6 +100,8 @@ struct ContextRow {
     chat: ChatSettings,
     history: sqlx::types::Json<Vec<Turn>>,
     models: sqlx::types::Json<Vec<StoredModel>>,
+    /// The job's session is the chat's (NULL when the job has none, or the session is gone).
+    session_ok: Option<bool>,
 }
 
 /// Loads the job's context; the API keys of the models it uses are decrypted with `keys`.
@@ -123,7 +127,11 @@ pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContex
                                   'name', m.name, 'kind', m.kind,
                                   'provider', m.provider, 'base_url', m.base_url, 'model', m.model,
                                   'api_key', m.api_key, 'max_tokens', m.max_tokens))
-                          FROM models m WHERE m.tenant_id = c.tenant_id), '[]') AS models
+                          FROM models m WHERE m.tenant_id = c.tenant_id), '[]') AS models,
+                -- The ingress checked the session too, but may have trusted its cache of
+                -- recent checks (api/src/caches.rs, AccessCache): a session deleted through
+                -- another replica is refused here.
+                (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id) AS session_ok
          FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
     )
     .bind(&job.chat_id)
@@ -137,6 +145,7 @@ pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContex
         chat,
         history,
         models,
+        session_ok,
     }) = row
     else {
         return Err(StepError::BadRequest(format!(
@@ -144,6 +153,13 @@ pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContex
             job.chat_id
         )));
     };
+    if let Some(session) = session_id
+        && session_ok != Some(true)
+    {
+        return Err(StepError::BadRequest(format!(
+            "You don't own the session {session}"
+        )));
+    }
     let history = match job.kind {
         JobKind::OpenaiChat | JobKind::BatchLine => turns_from_messages(&job.messages),
         _ => history.0,

@@ -305,6 +305,8 @@ pub async fn delete(
     .bind(&ids)
     .fetch_all(&state.db)
     .await?;
+    // Completions in this process stop trusting their earlier checks at once.
+    state.access.forget_all();
     let deleted: HashSet<String> = deleted.into_iter().collect();
     let errors = ids
         .iter()

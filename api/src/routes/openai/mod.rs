@@ -150,6 +150,11 @@ async fn handle(
 /// The OpenAI endpoints' ownership check: the tenant's live chat, else HTTP 404
 /// `chat_not_found`.
 pub async fn owned_chat(state: &AppState, tenant: &str, chat_id: &str) -> Result<(), OpenAiError> {
+    // Confirmed within the last seconds by this process: no statement
+    // ([`crate::caches::AccessCache`]; the worker checks the chat again).
+    if state.access.confirmed(tenant, chat_id, None) {
+        return Ok(());
+    }
     // An id that does not parse names no chat.
     let owned: Option<i32> = match ChatId::parse(chat_id) {
         Err(_) => None,
@@ -170,6 +175,7 @@ pub async fn owned_chat(state: &AppState, tenant: &str, chat_id: &str) -> Result
             format!("You don't own the chat {chat_id}"),
         ));
     }
+    state.access.confirm(tenant, chat_id, None);
     Ok(())
 }
 
