@@ -12,6 +12,7 @@ use ragq_common::job::Job;
 use uuid::Uuid;
 
 use crate::envelope::ApiError;
+use crate::relay::PRESENCE_TTL;
 use crate::state::AppState;
 
 /// What the owner record says about a job.
@@ -33,11 +34,17 @@ fn record(job: &Job) -> String {
     )
 }
 
-/// Records that `job` belongs to its tenant, for `ttl`.
-pub async fn record_owner(state: &AppState, job: &Job, ttl: Duration) -> Result<(), ApiError> {
+/// Records that `job` belongs to its tenant, for `ttl`, and attaches `reader` (the client
+/// that is about to read it) to the job's reader set, in one call to the bus.
+pub async fn record_owner(
+    state: &AppState,
+    job: &Job,
+    ttl: Duration,
+    reader: Uuid,
+) -> Result<(), ApiError> {
     state
         .control
-        .set_owner(job.id, &record(job), ttl)
+        .record_new_job(job.id, &record(job), ttl, reader, PRESENCE_TTL)
         .await
         .map_err(|e| {
             ApiError::dependency(

@@ -56,10 +56,14 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
     // Released if anything below fails (dropped), else when the stream ends.
     let slot = admit_tenant(state, job).await?;
     // Before the job is published: listen (no event can be published before we do), and
-    // remember who owns the job (stop and resume check it). The two are independent Redis
-    // round trips, made concurrently.
+    // remember who owns the job (stop and resume check it) and that this client reads it. The
+    // subscription and the records are independent Redis round trips, made concurrently.
     let ttl = Duration::from_millis(job.remaining_ms().max(1) as u64);
-    let (sub, ()) = tokio::try_join!(subscribe(state, job.id), record_owner(state, job, ttl))?;
+    let reader = Uuid::new_v4();
+    let (sub, ()) = tokio::try_join!(
+        subscribe(state, job.id),
+        record_owner(state, job, ttl, reader)
+    )?;
     publish(state, lane, job, "publish failed").await?;
     let stream =
         JobStream::new(sub, job.id, Instant::now() + ttl + RELAY_MARGIN).holding_slot(slot);
@@ -74,18 +78,20 @@ pub async fn start_job(state: &AppState, job: &Job, lane: Lane) -> Result<JobStr
         | JobKind::RelatedQuestions
         | JobKind::Mindmap => stream,
     };
-    Ok(client_stream(state, stream))
+    Ok(client_stream(state, stream, Some(reader)))
 }
 
 /// A stream a client reads: gap-filled from the replay stream, part of the job's readers (a
 /// disconnect cancels the job only after the grace, and only if nobody else reads it), ended
-/// with a "resume elsewhere" event when the ingress shuts down.
-pub fn client_stream(state: &AppState, stream: JobStream) -> JobStream {
+/// with a "resume elsewhere" event when the ingress shuts down. `attached`: the reader id
+/// already attached to the job's reader set ([`record_owner`]); `None` attaches a new one.
+pub fn client_stream(state: &AppState, stream: JobStream, attached: Option<Uuid>) -> JobStream {
     stream
         .with_replay(state.control.clone())
         .owned_by_client(
             Duration::from_secs(state.cfg.disconnect_grace_s),
             state.events.clone(),
+            attached,
         )
         .until_shutdown(state.shutting_down.clone())
 }

@@ -33,6 +33,7 @@ use ragq_common::event::{Done, Reference};
 use uuid::Uuid;
 
 pub use failure::Failure;
+pub(crate) use readers::PRESENCE_TTL;
 pub use stream::JobStream;
 
 /// What the formatters see.

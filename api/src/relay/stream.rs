@@ -33,6 +33,8 @@ pub struct JobStream {
     attempt: u32,
     deadline: Instant,
     finished: bool,
+    /// The job's own terminal event (`done` or `error`) was relayed: the job is over.
+    job_ended: bool,
     abandon: Option<Abandon>,
     presence: Option<Presence>,
     shutdown: Option<CancellationToken>,
@@ -54,6 +56,7 @@ impl JobStream {
             attempt: 0,
             deadline,
             finished: false,
+            job_ended: false,
             abandon: None,
             presence: None,
             shutdown: None,
@@ -80,18 +83,27 @@ impl JobStream {
         self
     }
 
-    /// A client's stream (a completion or a resume): it joins the job's reader set, and when
-    /// dropped before its terminal event it cancels the job after `grace` unless another reader
-    /// is attached by then (`grace` zero: at once). Needs [`JobStream::with_replay`] first.
-    pub fn owned_by_client(mut self, grace: Duration, local: Arc<dyn EventSubscriber>) -> Self {
+    /// A client's stream (a completion or a resume): it joins the job's reader set — or is
+    /// already in it as `attached` (a new job's first reader, recorded with its owner) —, and
+    /// when dropped before its terminal event it cancels the job after `grace` unless another
+    /// reader is attached by then (`grace` zero: at once). Needs [`JobStream::with_replay`] first.
+    pub fn owned_by_client(
+        mut self,
+        grace: Duration,
+        local: Arc<dyn EventSubscriber>,
+        attached: Option<Uuid>,
+    ) -> Self {
         self.abandon = Some(Abandon { grace, local });
         if let Some(control) = self.control.clone() {
-            let reader = Uuid::new_v4();
-            let job_id = self.job_id;
-            tokio::spawn(async move {
-                if let Err(e) = control.attach_reader(job_id, reader, PRESENCE_TTL).await {
-                    tracing::warn!(job = %job_id, error = %e, "attaching the reader failed");
-                }
+            let reader = attached.unwrap_or_else(|| {
+                let reader = Uuid::new_v4();
+                let job_id = self.job_id;
+                tokio::spawn(async move {
+                    if let Err(e) = control.attach_reader(job_id, reader, PRESENCE_TTL).await {
+                        tracing::warn!(job = %job_id, error = %e, "attaching the reader failed");
+                    }
+                });
+                reader
             });
             self.presence = Some(Presence {
                 reader,
@@ -325,6 +337,7 @@ impl JobStream {
             EventBody::Reset => Item::Reset,
             EventBody::Done(done) => {
                 self.finished = true;
+                self.job_ended = true;
                 Item::Done(done)
             }
             EventBody::Error {
@@ -334,6 +347,7 @@ impl JobStream {
                 error_id,
             } => {
                 self.finished = true;
+                self.job_ended = true;
                 Item::Failed(Failure::from_event(
                     self.job_id,
                     code,
@@ -352,7 +366,12 @@ impl Drop for JobStream {
         let Some(control) = self.control.clone() else {
             return;
         };
-        let presence = self.presence.take().map(|p| p.reader);
+        // A stream that relayed the job's terminal event leaves its entry in the reader set to
+        // expire (PRESENCE_TTL): the set only decides whether an unfinished job is cancelled,
+        // and this job is over. One round trip fewer per answer.
+        let presence = (!self.job_ended)
+            .then(|| self.presence.take().map(|p| p.reader))
+            .flatten();
         let abandon = match self.abandon.take() {
             Some(a) if !self.finished => Some(a),
             _ => None,

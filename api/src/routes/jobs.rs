@@ -58,7 +58,7 @@ pub async fn resume(
     // A resumed reader is one of the job's readers like the first: while it reads, the job is
     // not cancelled for the first one's disconnect; leaving again (with nobody else reading)
     // cancels it after the grace.
-    let mut stream = client_stream(&state, JobStream::new(sub, id, deadline));
+    let mut stream = client_stream(&state, JobStream::new(sub, id, deadline), None);
     stream.replay_from_start().await;
     let mut resp = stream_answer(stream, &owner.message_id, &owner.session_id);
     set_job_header(&mut resp, id);

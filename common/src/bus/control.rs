@@ -29,6 +29,23 @@ pub trait Control: Send + Sync + 'static {
         reader: Uuid,
         ttl: Duration,
     ) -> Result<(), BusError>;
+    /// A new job's two records before it is published: its owner (as [`Control::set_owner`],
+    /// for `ttl`) and its first reader (as [`Control::attach_reader`], for `reader_ttl`).
+    /// Redis writes both in one round trip; other buses make the two calls at once.
+    async fn record_new_job(
+        &self,
+        job_id: Uuid,
+        owner: &str,
+        ttl: Duration,
+        reader: Uuid,
+        reader_ttl: Duration,
+    ) -> Result<(), BusError> {
+        tokio::try_join!(
+            self.set_owner(job_id, owner, ttl),
+            self.attach_reader(job_id, reader, reader_ttl)
+        )?;
+        Ok(())
+    }
     /// Removes reader `reader` from the job's attached readers.
     async fn detach_reader(&self, job_id: Uuid, reader: Uuid) -> Result<(), BusError>;
     /// How many readers are attached to the job's stream now, on every ingress process.

@@ -32,6 +32,40 @@ impl RedisControl {
     }
 }
 
+impl RedisControl {
+    /// The owner record: `SET {prefix}:owner:{id} owner EX ttl + the replay stream's lifetime`.
+    fn push_set_owner(&self, pipe: &mut redis::Pipeline, job_id: Uuid, owner: &str, ttl: Duration) {
+        pipe.cmd("SET")
+            .arg(owner_key(&self.prefix, job_id))
+            .arg(owner)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1) + REPLAY_TTL_S as u64)
+            .ignore();
+    }
+
+    /// A reader's attachment until `ttl` from now (see [`readers_key`]): its score is the
+    /// moment it expires, and the set itself expires with its last reader.
+    fn push_attach_reader(
+        &self,
+        pipe: &mut redis::Pipeline,
+        job_id: Uuid,
+        reader: Uuid,
+        ttl: Duration,
+    ) {
+        let key = readers_key(&self.prefix, job_id);
+        let until = crate::now_ms() + ttl.as_millis() as i64;
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg(until)
+            .arg(reader.to_string())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl.as_millis() as u64)
+            .ignore();
+    }
+}
+
 #[async_trait]
 impl Control for RedisControl {
     /// Raw events of a job's replay stream, in order (empty when it expired or never existed).
@@ -44,13 +78,26 @@ impl Control for RedisControl {
     /// `ttl` plus the replay stream's lifetime.
     async fn set_owner(&self, job_id: Uuid, owner: &str, ttl: Duration) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
-        let _: () = redis::cmd("SET")
-            .arg(owner_key(&self.prefix, job_id))
-            .arg(owner)
-            .arg("EX")
-            .arg(ttl.as_secs().max(1) + REPLAY_TTL_S as u64)
-            .query_async(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        self.push_set_owner(&mut pipe, job_id, owner, ttl);
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The owner's `SET` and the reader's `ZADD` + `PEXPIRE`, in one round trip.
+    async fn record_new_job(
+        &self,
+        job_id: Uuid,
+        owner: &str,
+        ttl: Duration,
+        reader: Uuid,
+        reader_ttl: Duration,
+    ) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        self.push_set_owner(&mut pipe, job_id, owner, ttl);
+        self.push_attach_reader(&mut pipe, job_id, reader, reader_ttl);
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -91,20 +138,9 @@ impl Control for RedisControl {
         ttl: Duration,
     ) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
-        let key = readers_key(&self.prefix, job_id);
-        let until = crate::now_ms() + ttl.as_millis() as i64;
-        let _: () = redis::pipe()
-            .cmd("ZADD")
-            .arg(&key)
-            .arg(until)
-            .arg(reader.to_string())
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl.as_millis() as u64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        self.push_attach_reader(&mut pipe, job_id, reader, ttl);
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
