@@ -51,6 +51,9 @@ pub const PREFETCH_LIMIT: &str = "ragq_worker_prefetch_limit";
 pub const REDELIVERIES: &str = "ragq_redeliveries_total";
 pub const DEAD_LETTERS: &str = "ragq_dead_letters_total";
 pub const HANDED_BACK: &str = "ragq_jobs_handed_back_total";
+/// Chat questions whose search ran in their context's statement, by whether the context
+/// confirmed the settings it was run with (`used`) or called for another search (`dropped`).
+pub const EARLY_SEARCHES: &str = "ragq_early_searches_total";
 pub const UPSTREAM_REQUESTS: &str = "ragq_upstream_requests_total";
 pub const UPSTREAM_SECONDS: &str = "ragq_upstream_request_seconds";
 pub const TOKENS: &str = "ragq_tokens_total";

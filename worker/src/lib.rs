@@ -88,6 +88,7 @@ impl Worker {
             },
             worker_id,
             common_terms: search::common_terms::CommonTerms::new(),
+            search_plans: search::plans::SearchPlans::default(),
             delivery_limit: cfg.broker.delivery_limit,
             max_job_version: ragq_common::job::JOB_VERSION,
             batch: job::limits::BatchLimits::new(

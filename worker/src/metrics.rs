@@ -82,6 +82,9 @@ pub struct WorkerMetrics {
     /// Jobs handed back: of a newer format (rolling upgrades), of a tenant at its share.
     pub handed_back_newer: Counter,
     pub handed_back_share: Counter,
+    /// Searches run in the context's statement: kept, or dropped for a fresh search.
+    pub early_search_used: Counter,
+    pub early_search_dropped: Counter,
     in_flight: [Gauge; 3],
     prefetch: [Gauge; 3],
 }
@@ -105,6 +108,8 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         dead_delivery_limit: counter!(m::DEAD_LETTERS, "reason" => DEAD_DELIVERY_LIMIT),
         handed_back_newer: counter!(m::HANDED_BACK, "reason" => "newer_format"),
         handed_back_share: counter!(m::HANDED_BACK, "reason" => "tenant_share"),
+        early_search_used: counter!(m::EARLY_SEARCHES, "outcome" => "used"),
+        early_search_dropped: counter!(m::EARLY_SEARCHES, "outcome" => "dropped"),
         in_flight: Lane::ALL.map(|l| gauge!(m::JOBS_IN_FLIGHT, "lane" => l.as_str())),
         prefetch: Lane::ALL.map(|l| gauge!(m::PREFETCH_LIMIT, "lane" => l.as_str())),
     }

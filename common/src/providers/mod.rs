@@ -33,7 +33,7 @@ use futures::Stream;
 
 /// One configured model: a row of `models` with its API key decrypted (see
 /// [`crate::models`]). `Debug` masks the key.
-#[derive(Clone, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct ModelSpec {
     pub name: String,
     pub kind: ModelKind,

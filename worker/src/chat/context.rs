@@ -13,7 +13,7 @@ use ragq_common::providers::{ModelKind, ModelSpec};
 use ragq_common::secret::SecretKeys;
 
 /// A chat assistant's settings (the `chats` row).
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct ChatSettings {
     pub id: String,
     pub llm_model: String,
@@ -92,27 +92,12 @@ pub struct JobContext {
 /// How many earlier turns are loaded (the prompt builder then fits them to the model's budget).
 const HISTORY_TURNS: i64 = 50;
 
-/// The row [`load`] reads: the chat's settings, the session's recent turns and the tenant's
-/// models, in one statement (one connection, one round trip).
-#[derive(sqlx::FromRow)]
-struct ContextRow {
-    #[sqlx(flatten)]
-    chat: ChatSettings,
-    history: sqlx::types::Json<Vec<Turn>>,
-    models: sqlx::types::Json<Vec<StoredModel>>,
-    /// The job's session is the chat's (NULL when the job has none, or the session is gone).
-    session_ok: Option<bool>,
-}
-
-/// Loads the job's context; the API keys of the models it uses are decrypted with `keys`.
-pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContext, StepError> {
-    // OpenAI requests carry their history in the job; RAGFlow ones read the session's turns.
-    let session_id = match job.kind {
-        JobKind::OpenaiChat | JobKind::BatchLine => None,
-        _ => job.session_id.as_deref(),
-    };
-    let row = sqlx::query_as::<_, ContextRow>(
-        "SELECT c.id, c.llm_model, c.llm_setting, c.prompt_config, c.similarity_threshold,
+/// The statement [`load`] runs (as `to_json` of its row) and that `super::early_search` runs
+/// beside the chat's search: the chat's settings, the session's recent turns and the tenant's
+/// models, one row (none when the tenant has no such live chat). Parameters: `$1` chat, `$2`
+/// tenant, `$3` session (NULL when the job has none), `$4` the job (its own turn is not
+/// history), `$5` [`HISTORY_TURNS`]; bound by [`bind`].
+pub const CONTEXT_SQL: &str = "SELECT c.id, c.llm_model, c.llm_setting, c.prompt_config, c.similarity_threshold,
                 c.vector_similarity_weight, c.top_n, c.top_k, c.rerank_model, c.dataset_ids,
                 ARRAY(SELECT DISTINCT d.embedding_model FROM datasets d
                       WHERE d.id = ANY(c.dataset_ids) AND d.tenant_id = c.tenant_id) AS embedding_models,
@@ -132,27 +117,68 @@ pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContex
                 -- recent checks (api/src/caches.rs, AccessCache): a session deleted through
                 -- another replica is refused here.
                 (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id) AS session_ok
-         FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
-    )
-    .bind(&job.chat_id)
-    .bind(&job.tenant_id)
-    .bind(session_id)
-    .bind(job.id)
-    .bind(HISTORY_TURNS)
-    .fetch_optional(db)
-    .await?;
-    let Some(ContextRow {
-        chat,
-        history,
-        models,
-        session_ok,
-    }) = row
-    else {
+         FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'";
+
+/// [`CONTEXT_SQL`]'s row, read as JSON (`to_json` of the row).
+#[derive(serde::Deserialize)]
+struct ContextRow {
+    #[serde(flatten)]
+    chat: ChatSettings,
+    history: Vec<Turn>,
+    models: Vec<StoredModel>,
+    /// The job's session is the chat's (NULL when the job has none, or the session is gone).
+    session_ok: Option<bool>,
+}
+
+/// The session whose turns are the job's history: none for OpenAI requests and batch lines,
+/// which carry their history in the job.
+fn session_of(job: &Job) -> Option<&str> {
+    match job.kind {
+        JobKind::OpenaiChat | JobKind::BatchLine => None,
+        _ => job.session_id.as_deref(),
+    }
+}
+
+/// Binds [`CONTEXT_SQL`]'s parameters for `job`, after those `query` already has.
+pub fn bind<'a, O>(
+    query: sqlx::query::QueryAs<'a, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    job: &'a Job,
+) -> sqlx::query::QueryAs<'a, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(&job.chat_id)
+        .bind(&job.tenant_id)
+        .bind(session_of(job))
+        .bind(job.id)
+        .bind(HISTORY_TURNS)
+}
+
+/// Loads the job's context; the API keys of the models it uses are decrypted with `keys`.
+pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContext, StepError> {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT to_json(ctx)::text FROM ({CONTEXT_SQL}) ctx"));
+    let row: Option<(String,)> = bind(sqlx::query_as(SQL.as_str()), job)
+        .fetch_optional(db)
+        .await?;
+    from_row(row.map(|(json,)| json).as_deref(), keys, job)
+}
+
+/// The job's context from [`CONTEXT_SQL`]'s row as JSON text (`None`: no row — not the
+/// tenant's live chat); checks the session and picks and decrypts the chat's models.
+pub fn from_row(row: Option<&str>, keys: &SecretKeys, job: &Job) -> Result<JobContext, StepError> {
+    let Some(row) = row else {
         return Err(StepError::BadRequest(format!(
             "You don't own the chat {}",
             job.chat_id
         )));
     };
+    let ContextRow {
+        chat,
+        history,
+        models,
+        session_ok,
+    } = serde_json::from_str(row)
+        .map_err(|e| StepError::Internal(format!("the chat's context row did not decode: {e}")))?;
+    let session_id = session_of(job);
     if let Some(session) = session_id
         && session_ok != Some(true)
     {
@@ -162,9 +188,9 @@ pub async fn load(db: &PgPool, keys: &SecretKeys, job: &Job) -> Result<JobContex
     }
     let history = match job.kind {
         JobKind::OpenaiChat | JobKind::BatchLine => turns_from_messages(&job.messages),
-        _ => history.0,
+        _ => history,
     };
-    let models = models.0.into_iter().filter(|m| match m.kind.as_str() {
+    let models = models.into_iter().filter(|m| match m.kind.as_str() {
         "chat" => m.name == chat.llm_model,
         "rerank" => m.name == chat.rerank_model,
         _ => chat.embedding_models.contains(&m.name),

@@ -7,12 +7,17 @@
 //!   → prompt → generate (LLM stream → delta events) → citations → save → done event
 //! ```
 //!
+//! When this worker answered the chat before, context and retrieve are one statement
+//! ([`early_search`]): the search runs on the chat's last settings, and is kept only when the
+//! context read beside it confirms them.
+//!
 //! It runs inside the job path ([`crate::dispatch`]): its failures are [`StepError`]s that
 //! the dispatcher turns into the job's one `error` event. Every step before generation observes
 //! the cancel too: a job stopped there is saved as a stopped, empty turn and ends with `done`.
 
 pub mod citations;
 pub mod context;
+pub mod early_search;
 pub mod generate;
 pub mod prompt;
 pub mod refine;
@@ -60,11 +65,10 @@ pub async fn answer(
     }
     // Every step before generation observes the cancel too: a job stopped there is saved
     // as a stopped, empty turn and ends with `done` at once.
-    let Some(ctx) = until_cancelled(cancel, context::load(&deps.db, &deps.secrets, job)).await
-    else {
+    let Some(loaded) = until_cancelled(cancel, early_search::load(deps, job)).await else {
         return save::stopped_early(deps, job, events).await;
     };
-    let ctx = ctx?;
+    let (ctx, early) = loaded?;
     let loaded = started.elapsed();
 
     let quote = job.options.quote.unwrap_or_else(|| ctx.chat.quote());
@@ -93,13 +97,18 @@ pub async fn answer(
     } else {
         job.question.clone()
     };
+    let refined = search_question != job.question;
     let reference = match &ctx.embedding {
         Some(spec) if !ctx.chat.dataset_ids.is_empty() => {
             let params = retrieve::params(&ctx);
             let q = &search_question;
-            let Some(found) = retrieve::retrieve(deps, &ctx, spec, &params, q, cancel).await?
-            else {
-                return save::stopped_early(deps, job, events).await;
+            // Found with the context when the chat's plan was known and still holds.
+            let found = match early.and_then(|e| e.usable(&ctx, refined)) {
+                Some(found) => found,
+                None => match retrieve::retrieve(deps, &ctx, spec, &params, q, cancel).await? {
+                    Some(found) => found,
+                    None => return save::stopped_early(deps, job, events).await,
+                },
             };
             let Some(found) = rerank::rerank(deps, ctx.rerank.as_ref(), found, q, cancel).await?
             else {

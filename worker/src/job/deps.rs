@@ -22,6 +22,9 @@ pub struct Deps {
     pub worker_id: String,
     /// Search words too common to query alone (cached from PostgreSQL's statistics).
     pub common_terms: CommonTerms,
+    /// Each chat's last search settings: its next question's context and search are one
+    /// statement (`crate::chat::early_search`).
+    pub search_plans: crate::search::plans::SearchPlans,
     /// The queue's `x-delivery-limit`: a delivery whose count reached it is the job's last.
     pub delivery_limit: u32,
     /// Per-tenant concurrency and 429 backoff of batch lines (see `jobs::batch_line`).

@@ -23,6 +23,7 @@
 //! list itself.
 
 pub mod common_terms;
+pub mod plans;
 pub mod sql;
 
 use std::sync::Arc;
@@ -84,6 +85,11 @@ pub enum Semantic {
 }
 
 impl Semantic {
+    /// Whether the chunks' embeddings are read (for the cosine).
+    pub fn reads_embeddings(&self) -> bool {
+        matches!(self, Semantic::Cosine(_))
+    }
+
     /// The rerank score when the search is `reranked`, else the cosine by `embedder`.
     pub fn of(embedder: Arc<dyn Embedder>, reranked: bool) -> Self {
         if reranked {
@@ -125,25 +131,109 @@ pub async fn candidates(
         return Ok(Candidates::default());
     }
     let started = Instant::now();
+    let with_embeddings = semantic.reads_embeddings();
     let search = async {
         // Cached; read from PostgreSQL at most once a minute, alongside the embedding.
         let common = common.get(db).await;
-        let with_embeddings = matches!(semantic, Semantic::Cosine(_));
-        let found = sql::candidates(db, &common, p, question, with_embeddings).await;
-        (found, started.elapsed())
+        sql::candidates(db, &common, p, question, with_embeddings).await
     };
-    let (qvec, embedded, (found, searched)) = match &semantic {
+    let run = embedded_while(&semantic, question, started, search).await;
+    let found = run.found?;
+    let qvec = run.qvec?;
+    Ok(score(found, qvec, question, run.embedded, run.searched))
+}
+
+/// A query of [`candidates_beside`]: the candidates' parameters bound, the other row's to bind.
+pub(crate) type BesideQuery<'a> =
+    sqlx::query::QueryAs<'a, sqlx::Postgres, sql::BesideRow, sqlx::postgres::PgArguments>;
+
+/// [`candidates`] read in the same statement as another statement's one row
+/// ([`sql::beside`]`(row_sql)`, prepared once by the caller as `sql`): `bind_row` binds that
+/// row's parameters. Returns the row as JSON text (`None` when it had none) and the candidates,
+/// scored — or `None` for them when the question's embedding failed (the caller decides what
+/// that means; the row is good all the same). `common`: [`CommonTerms::get`]'s list. With no
+/// dataset or `top_n` 0 in `p` the candidates are none.
+pub(crate) async fn candidates_beside<'a>(
+    db: &PgPool,
+    common: &'a [String],
+    semantic: Semantic,
+    p: &'a Params,
+    question: &'a str,
+    sql: &'static str,
+    bind_row: impl FnOnce(BesideQuery<'a>) -> BesideQuery<'a>,
+) -> Result<(Option<String>, Option<Candidates>), sqlx::Error> {
+    let started = Instant::now();
+    let query = bind_row(sql::candidates_beside(
+        sql,
+        common,
+        p,
+        question,
+        semantic.reads_embeddings(),
+    ));
+    let search = async { query.fetch_all(db).await.map(sql::split_beside) };
+    let run = embedded_while(&semantic, question, started, search).await;
+    let (row, found) = run.found?;
+    let Ok(qvec) = run.qvec else {
+        return Ok((row, None));
+    };
+    Ok((
+        row,
+        Some(score(found, qvec, question, run.embedded, run.searched)),
+    ))
+}
+
+/// What [`embedded_while`] got: the search's result and the question's embedding (none when
+/// the cosine is not the semantic score), each with the time it took from the start.
+struct Run<T> {
+    found: Result<T, sqlx::Error>,
+    searched: Duration,
+    qvec: Result<Option<Vec<f32>>, ProviderError>,
+    embedded: Duration,
+}
+
+/// Runs `search` — while the question is embedded, when the cosine is the semantic score.
+async fn embedded_while<T>(
+    semantic: &Semantic,
+    question: &str,
+    started: Instant,
+    search: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Run<T> {
+    let search = async { (search.await, started.elapsed()) };
+    match semantic {
         Semantic::Cosine(embedder) => {
             let q = [question.to_string()];
             let embed = async { (embedder.embed(&q).await, started.elapsed()) };
-            let ((qvec, embedded), found) = tokio::join!(embed, search);
-            (qvec?.into_iter().next(), embedded, found)
+            let ((qvec, embedded), (found, searched)) = tokio::join!(embed, search);
+            Run {
+                found,
+                searched,
+                qvec: qvec.map(|v| v.into_iter().next()),
+                embedded,
+            }
         }
-        Semantic::Rerank => (None, Duration::ZERO, search.await),
-    };
-    let found = found?;
+        Semantic::Rerank => {
+            let (found, searched) = search.await;
+            Run {
+                found,
+                searched,
+                qvec: Ok(None),
+                embedded: Duration::ZERO,
+            }
+        }
+    }
+}
+
+/// Scores what a search found: the term overlap with `question` and, with the question's
+/// embedding `qvec`, the cosine. Records the retrieve step's time when there is any candidate.
+fn score(
+    found: Vec<sql::Candidate>,
+    qvec: Option<Vec<f32>>,
+    question: &str,
+    embedded: Duration,
+    searched: Duration,
+) -> Candidates {
     if found.is_empty() {
-        return Ok(Candidates::default());
+        return Candidates::default();
     }
     let query_terms = text::QueryTerms::new(question);
     let scored = found
@@ -158,13 +248,13 @@ pub async fn candidates(
         })
         .collect();
     METRICS.step(Step::Retrieve, embedded.max(searched));
-    Ok(Candidates {
+    Candidates {
         scored,
         reranked: None,
         embedded,
         searched,
         rerank_time: Duration::ZERO,
-    })
+    }
 }
 
 impl Candidates {

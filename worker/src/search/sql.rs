@@ -118,3 +118,151 @@ pub(crate) async fn candidates(
     .fetch_all(db)
     .await
 }
+
+/// A row of [`beside`]'s statement: the other statement's row (as JSON text, in `row`), or a
+/// candidate (the other columns).
+#[derive(sqlx::FromRow)]
+pub(crate) struct BesideRow {
+    row: Option<String>,
+    id: Option<String>,
+    document_id: Option<String>,
+    document_name: Option<String>,
+    dataset_id: Option<String>,
+    content: Option<String>,
+    embedding: Option<Vec<u8>>,
+}
+
+/// [`CANDIDATES_SQL`] and another statement, `row_sql` (one row or none, its parameters `$1`,
+/// `$2`, …), in one statement: the other statement's row comes back as `to_json` text beside the
+/// candidates, so a job reads both in one round trip. [`CANDIDATES_SQL`] keeps its parameters
+/// (`$1`–`$9`); `row_sql`'s are renumbered to follow them (`$1` → `$10`, …): bind the
+/// candidates' first ([`candidates_beside`]), then the row's.
+pub fn beside(row_sql: &str) -> String {
+    let ctes = CANDIDATES_SQL
+        .strip_prefix("WITH ")
+        .expect("the candidates query starts with WITH");
+    let split = ctes
+        .find(FINAL_SELECT)
+        .expect("the candidates query ends with its final SELECT");
+    let (ctes, last) = ctes.split_at(split);
+    let ctes = ctes.trim_end();
+    let row_sql = renumber(row_sql, CANDIDATE_PARAMS);
+    format!(
+        "WITH beside AS ({row_sql}),
+         {ctes},
+         found AS ({last})
+         SELECT to_json(beside)::text AS row, NULL::text AS id, NULL::text AS document_id,
+                NULL::text AS document_name, NULL::text AS dataset_id, NULL::text AS content,
+                NULL::bytea AS embedding
+         FROM beside
+         UNION ALL
+         SELECT NULL, found.id, found.document_id, found.document_name, found.dataset_id,
+                found.content, found.embedding
+         FROM found"
+    )
+}
+
+/// How [`CANDIDATES_SQL`]'s final `SELECT` (keyword matches, then the fallback) begins.
+const FINAL_SELECT: &str = "SELECT * FROM keyword\n";
+
+/// [`CANDIDATES_SQL`]'s parameters: `$1`–`$9`.
+const CANDIDATE_PARAMS: usize = 9;
+
+/// `sql` with every parameter `$n` renumbered `$n + by`. The statements this is used on hold no
+/// dollar-quoted strings.
+fn renumber(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = String::new();
+        while let Some((_, d)) = chars.next_if(|(_, d)| d.is_ascii_digit()) {
+            n.push(d);
+        }
+        match n.parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&n),
+        }
+    }
+    out
+}
+
+/// The candidates and the other statement's row of [`beside`]`(row_sql)` (`sql`), as one query
+/// with the candidates' parameters bound; the caller binds the row's, runs it and reads the
+/// rows with [`split_beside`].
+pub(crate) fn candidates_beside<'q>(
+    sql: &'static str,
+    common: &'q [String],
+    p: &'q Params,
+    question: &'q str,
+    embeddings: bool,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, BesideRow, sqlx::postgres::PgArguments> {
+    bind_candidates!(
+        sqlx::query_as::<_, BesideRow>(sql),
+        common,
+        p,
+        question,
+        embeddings
+    )
+}
+
+/// The other statement's row (its JSON text; `None` when it had none) and the candidates.
+pub(crate) fn split_beside(rows: Vec<BesideRow>) -> (Option<String>, Vec<Candidate>) {
+    let mut row = None;
+    let mut found = Vec::with_capacity(rows.len());
+    for r in rows {
+        if let Some(json) = r.row {
+            row = Some(json);
+            continue;
+        }
+        // Every candidate column but the embedding is NOT NULL in `chunks` and `documents`.
+        if let (Some(id), Some(document_id), Some(document_name), Some(dataset_id), Some(content)) = (
+            r.id,
+            r.document_id,
+            r.document_name,
+            r.dataset_id,
+            r.content,
+        ) {
+            found.push(Candidate {
+                id,
+                document_id,
+                document_name,
+                dataset_id,
+                content,
+                embedding: r.embedding,
+            });
+        }
+    }
+    (row, found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renumbering_shifts_every_parameter_and_nothing_else() {
+        assert_eq!(
+            renumber("SELECT $1, $2::text[] FROM t WHERE a = $10 AND b = '$'", 9),
+            "SELECT $10, $11::text[] FROM t WHERE a = $19 AND b = '$'"
+        );
+    }
+
+    #[test]
+    fn beside_keeps_the_candidates_parameters_and_moves_the_rows() {
+        let sql = beside("SELECT $1 AS a, $2 AS b");
+        assert!(
+            sql.starts_with("WITH beside AS (SELECT $10 AS a, $11 AS b),"),
+            "{sql}"
+        );
+        // The candidates' own parameters are untouched, and none is past the row's.
+        for n in 1..=11 {
+            assert!(sql.contains(&format!("${n}")), "${n} missing: {sql}");
+        }
+        assert!(!sql.contains("$12"), "{sql}");
+        assert!(sql.contains("found AS (SELECT * FROM keyword"), "{sql}");
+    }
+}
