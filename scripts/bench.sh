@@ -6,6 +6,9 @@
 #
 #   RAGQ_BENCH_LEVELS="1 10 100 500 1000 2000"   concurrent users per level
 #   RAGQ_BENCH_REQUESTS=3                        requests per user (the 1-user level runs 30)
+#   RAGQ_BENCH_RAMP=0                            closed levels: seconds over which the users start
+#                                                (0: all in the same instant, as in the recorded
+#                                                tables; the first wave is then a burst)
 #   RAGQ_BENCH_TYPE=stream                       loadgen --test-type
 #   RAGQ_WORKERS=1
 #   RAGQ_BROKER=rabbitmq RAGQ_BUS=redis           (or nats; see scripts/bench-brokers.sh)
@@ -33,6 +36,7 @@ ROOT=$PWD
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 LEVELS=${RAGQ_BENCH_LEVELS:-1 10 100 500 1000 2000}
 REQUESTS=${RAGQ_BENCH_REQUESTS:-3}
+RAMP=${RAGQ_BENCH_RAMP:-0}
 TYPE=${RAGQ_BENCH_TYPE:-stream}
 CORPUS=${RAGQ_BENCH_CORPUS:-realistic}
 SEED=${RAGQ_BENCH_SEED:-42}
@@ -206,7 +210,7 @@ for users in $LEVELS; do
   [ "$users" -eq 1 ] && reqs=30
   a0=$(cpu_ticks "$api_pid"); w0=$(sum_ticks $worker_pids); g0=$(snapshot_groups); t0=$(date +%s.%N)
   echo "[bench] $users users x $reqs requests" >&2
-  loadgen "$OUT/level-$users.rusage" --users "$users" --requests "$reqs" --test-type "$TYPE" --quiet \
+  loadgen "$OUT/level-$users.rusage" --users "$users" --requests "$reqs" --ramp "$RAMP" --test-type "$TYPE" --quiet \
     --max-duration 300 --timeout 120 --json-out "$OUT/level-$users.json" "${LOADGEN_TARGET[@]}" >/dev/null
   a1=$(cpu_ticks "$api_pid"); w1=$(sum_ticks $worker_pids); g1=$(snapshot_groups); t1=$(date +%s.%N)
   python3 scripts/lib/bench_cpu.py annotate "$OUT/level-$users.json" mode=closed users="$users" hz="$HZ" \
