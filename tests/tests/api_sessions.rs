@@ -393,6 +393,36 @@ fn stream_error(events: &[Value]) -> Option<String> {
         .find_map(|e| e["message"].as_str().map(str::to_string))
 }
 
+/// A new session of `chat`, answered once through `env`'s api (which now remembers that the
+/// session is the chat's).
+async fn answered_session(env: &TestEnv, chat: &str) -> String {
+    let s = env.create_session(chat).await;
+    let answered = env
+        .ask_stream(chat, &s, "What is the delivery limit?")
+        .await;
+    assert_eq!(stream_error(&answered), None, "{answered:?}");
+    s
+}
+
+/// `DELETE path` with `body` through the api at `url`; asserts RAGFlow's success.
+async fn delete_through(env: &TestEnv, url: &str, path: &str, body: Value) {
+    let resp = env
+        .http
+        .delete(format!("{url}{path}"))
+        .header("Authorization", env.auth())
+        .json(&body)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"code": 0}));
+}
+
+/// Asks again in session `s` through `env`'s api; returns the error that ends the stream.
+async fn refused(env: &TestEnv, chat: &str, s: &str) -> String {
+    let events = env.ask_stream(chat, s, "And again?").await;
+    stream_error(&events).unwrap_or_else(|| panic!("the stream ends with an error: {events:?}"))
+}
+
 /// A completion's ownership check is remembered by the api that made it (no statement per
 /// question): a session deleted through the same api is refused at once with RAGFlow's 102;
 /// one deleted through another api replica (or by hand) is refused by the worker's context
@@ -404,11 +434,7 @@ async fn deleted_sessions_are_refused_whichever_replica_deleted_them() {
     let base = format!("/api/v1/chats/{chat}/sessions");
 
     // Through this api: answered once (the check is now remembered), deleted, refused.
-    let s = env.create_session(&chat).await;
-    let answered = env
-        .ask_stream(&chat, &s, "What is the delivery limit?")
-        .await;
-    assert_eq!(stream_error(&answered), None, "{answered:?}");
+    let s = answered_session(&env, &chat).await;
     assert_eq!(
         delete(&env, &base, json!({"ids": [s]})).await,
         json!({"code": 0})
@@ -421,22 +447,9 @@ async fn deleted_sessions_are_refused_whichever_replica_deleted_them() {
 
     // Through another replica: this api still remembers the session, the worker refuses it.
     let (other, stop_other) = env.spawn_api("other").await;
-    let s = env.create_session(&chat).await;
-    let answered = env
-        .ask_stream(&chat, &s, "What is the delivery limit?")
-        .await;
-    assert_eq!(stream_error(&answered), None, "{answered:?}");
-    let resp = env
-        .http
-        .delete(format!("{other}{base}"))
-        .header("Authorization", env.auth())
-        .json(&json!({"ids": [s]}))
-        .send()
-        .await
-        .expect("delete on the other replica");
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"code": 0}));
-    let refused = env.ask_stream(&chat, &s, "And again?").await;
-    let message = stream_error(&refused).expect("the stream ends with an error");
+    let s = answered_session(&env, &chat).await;
+    delete_through(&env, &other, &base, json!({"ids": [s]})).await;
+    let message = refused(&env, &chat, &s).await;
     assert!(
         message.contains(&format!("You don't own the session {s}")),
         "{message}"
@@ -450,22 +463,9 @@ async fn deleted_sessions_are_refused_whichever_replica_deleted_them() {
     assert_eq!(turns, 0);
 
     // A chat deleted through the other replica: the worker refuses it too.
-    let s = env.create_session(&chat).await;
-    let answered = env
-        .ask_stream(&chat, &s, "What is the delivery limit?")
-        .await;
-    assert_eq!(stream_error(&answered), None, "{answered:?}");
-    let resp = env
-        .http
-        .delete(format!("{other}/api/v1/chats"))
-        .header("Authorization", env.auth())
-        .json(&json!({"ids": [chat]}))
-        .send()
-        .await
-        .expect("delete on the other replica");
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"code": 0}));
-    let refused = env.ask_stream(&chat, &s, "And again?").await;
-    let message = stream_error(&refused).expect("the stream ends with an error");
+    let s = answered_session(&env, &chat).await;
+    delete_through(&env, &other, "/api/v1/chats", json!({"ids": [chat]})).await;
+    let message = refused(&env, &chat, &s).await;
     assert!(
         message.contains(&format!("You don't own the chat {chat}")),
         "{message}"
