@@ -126,63 +126,9 @@ pub async fn complete(
         req.quote = Some(false);
     }
 
-    // Chat ownership and (when given) session ownership in one round trip, unless this
-    // process confirmed both within the last seconds ([`crate::caches::AccessCache`]). Ids
-    // that do not parse name no row: answered as another tenant's.
-    let session = req
-        .session_id
-        .as_deref()
-        .and_then(|s| SessionId::parse(s).ok());
-    let session_id = match req.session_id.take() {
-        Some(id) if session.is_some() && state.access.confirmed(&tenant, &chat_id, Some(&id)) => id,
-        session_id => {
-            let row: Option<(String, Option<bool>)> = match ChatId::parse(&chat_id) {
-                Err(_) => None,
-                Ok(chat) => {
-                    sqlx::query_as(
-                        "SELECT COALESCE(c.prompt_config->>'prologue', ''),
-                                (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id)
-                         FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
-                    )
-                    .bind(&chat)
-                    .bind(&tenant)
-                    .bind(session.as_ref().map_or("", |s| s.as_str()))
-                    .fetch_optional(&state.db)
-                    .await?
-                }
-            };
-            let Some((prologue, session_ok)) = row else {
-                return Err(ApiError::data(format!("You don't own the chat {chat_id}")));
-            };
-            let Some(session_id) = session_id else {
-                // RAGFlow: no session → open one and answer with its prologue.
-                let session = sessions::insert(
-                    &state.db,
-                    &tenant,
-                    &chat_id,
-                    "New session",
-                    &req.user_id,
-                    &prologue,
-                )
-                .await?;
-                if req.stream {
-                    return Ok(wire::sse_response(Body::from(ragflow::new_session_events(
-                        &prologue,
-                        &session.id,
-                    ))));
-                }
-                return Ok(ok(json!({
-                    "answer": prologue, "reference": {}, "audio_binary": null, "id": null, "session_id": session.id,
-                })));
-            };
-            if session_ok != Some(true) {
-                return Err(ApiError::data(format!(
-                    "You don't own the session {session_id}"
-                )));
-            }
-            state.access.confirm(&tenant, &chat_id, Some(&session_id));
-            session_id
-        }
+    let session_id = match owned_session(state, &tenant, &chat_id, &mut req).await? {
+        Owned::Session(id) => id,
+        Owned::Opened(resp) => return Ok(resp),
     };
     let question = req
         .question
@@ -204,6 +150,79 @@ pub async fn complete(
     };
     set_job_header(&mut resp, job.id);
     Ok(resp)
+}
+
+/// What [`owned_session`] found: the request's session, checked, or — without one — the
+/// answer that opened a new session (RAGFlow answers it with the chat's prologue).
+enum Owned {
+    Session(String),
+    Opened(Response),
+}
+
+/// Chat ownership and (when given) session ownership, in one round trip — or none, when this
+/// process confirmed both within the last seconds ([`crate::caches::AccessCache`]). Ids that
+/// do not parse name no row: answered as another tenant's. Without a session, one is opened.
+async fn owned_session(
+    state: &AppState,
+    tenant: &TenantId,
+    chat_id: &str,
+    req: &mut Request,
+) -> ApiResult<Owned> {
+    let session = req
+        .session_id
+        .as_deref()
+        .and_then(|s| SessionId::parse(s).ok());
+    if let Some(id) = &req.session_id
+        && session.is_some()
+        && state.access.confirmed(tenant, chat_id, Some(id))
+    {
+        return Ok(Owned::Session(id.clone()));
+    }
+    let row: Option<(String, Option<bool>)> = match ChatId::parse(chat_id) {
+        Err(_) => None,
+        Ok(chat) => {
+            sqlx::query_as(
+                "SELECT COALESCE(c.prompt_config->>'prologue', ''),
+                        (SELECT true FROM sessions s WHERE s.id = $3 AND s.chat_id = c.id)
+                 FROM chats c WHERE c.id = $1 AND c.tenant_id = $2 AND c.status = '1'",
+            )
+            .bind(&chat)
+            .bind(tenant)
+            .bind(session.as_ref().map_or("", |s| s.as_str()))
+            .fetch_optional(&state.db)
+            .await?
+        }
+    };
+    let Some((prologue, session_ok)) = row else {
+        return Err(ApiError::data(format!("You don't own the chat {chat_id}")));
+    };
+    let Some(session_id) = req.session_id.take() else {
+        // RAGFlow: no session → open one and answer with its prologue.
+        let session = sessions::insert(
+            &state.db,
+            tenant,
+            chat_id,
+            "New session",
+            &req.user_id,
+            &prologue,
+        )
+        .await?;
+        if req.stream {
+            return Ok(Owned::Opened(wire::sse_response(Body::from(
+                ragflow::new_session_events(&prologue, &session.id),
+            ))));
+        }
+        return Ok(Owned::Opened(ok(json!({
+            "answer": prologue, "reference": {}, "audio_binary": null, "id": null, "session_id": session.id,
+        }))));
+    };
+    if session_ok != Some(true) {
+        return Err(ApiError::data(format!(
+            "You don't own the session {session_id}"
+        )));
+    }
+    state.access.confirm(tenant, chat_id, Some(&session_id));
+    Ok(Owned::Session(session_id))
 }
 
 /// A RAGFlow SSE answer of `stream` (also a resumed stream, `routes::jobs`).
